@@ -1,0 +1,44 @@
+"""The ``saerad`` command. Thin: each sub-module parses options and calls the library.
+
+Heavy imports (torch, transformers, diffusers) happen inside the commands so ``saerad --help`` is
+instant. Errors derived from :class:`~saerad.errors.SaeradError` print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from saerad.errors import SaeradError
+
+app = typer.Typer(
+    name="saerad",
+    help="Grounded chest X-ray reports from sparse autoencoder features.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    # Each module adds its commands to ``app`` on import.
+    from saerad.cli import embed, sae  # noqa: F401
+
+    for optional in ("evaluate", "report", "diffusion", "serve", "build"):
+        try:
+            __import__(f"saerad.cli.{optional}")
+        except ModuleNotFoundError as exc:  # a stage not built yet
+            if exc.name != f"saerad.cli.{optional}":
+                raise
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _register()
+    try:
+        app()
+    except SaeradError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)

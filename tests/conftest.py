@@ -1,0 +1,34 @@
+"""Shared test fixtures.
+
+Real data lives in ``../shared/data`` beside the checkout (or ``$SAERAD_SHARED_DATA``); tests that
+need it take the ``shared_data`` fixture and skip with a clear message where it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared_data_dir() -> Path:
+    return Path(os.environ.get("SAERAD_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    root = _shared_data_dir()
+    if not root.is_dir():
+        pytest.skip(f"real data not found at {root} (set SAERAD_SHARED_DATA)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir(shared_data: Path) -> Path:
+    path = shared_data / "fixtures"
+    if not path.is_dir():
+        pytest.skip(f"{path} absent")
+    return path
