@@ -1,0 +1,72 @@
+"""``saerad build``: a model bundle from a dataset (embed -> train-sae -> dictionary -> bundle)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from saerad.cli import app
+
+
+class DatasetChoice(str, Enum):
+    covid_cxr = "covid-cxr"
+    mimic_cxr = "mimic-cxr"
+    iu_xray = "iu-xray"
+    folder = "folder"
+
+
+class DescriberChoice(str, Enum):
+    extractive = "extractive"
+    llm = "llm"
+
+
+@app.command("build")
+def build_command(
+    dataset: DatasetChoice = typer.Option(..., "--dataset", help="Dataset format of --root."),
+    root: Path = typer.Option(..., "--root", exists=True, file_okay=False, help="Dataset folder."),
+    out: Path = typer.Option(..., "--out", help="Bundle directory to write (replaced when it changes)."),
+    encoder: str = typer.Option("default", "--encoder", help="Encoder spec: 'default' or 'hf:/path/to/dinov2'."),
+    embeddings: Path | None = typer.Option(None, "--embeddings", exists=True, dir_okay=False, help="Reuse class tokens from `saerad embed` (same --encoder) instead of embedding here."),
+    augment: int = typer.Option(0, "--augment", min=0, help="Extra augmented views per image for SAE training."),
+    expansion: int | None = typer.Option(None, "--expansion", min=1, help="SAE width / encoder dim (default: 64 for >= 50k images, else 8)."),
+    describer: DescriberChoice = typer.Option(DescriberChoice.extractive, "--describer", help="Feature descriptions: extractive (offline) or llm (SAERAD_LLM_*)."),
+    no_report_text: bool = typer.Option(False, "--no-report-text", help="Leave report text of top images out of the bundle (for sharing)."),
+    work_dir: Path | None = typer.Option(None, "--work-dir", help="Stage outputs and stamps (default: OUT.work)."),
+    steps: int | None = typer.Option(None, "--steps", min=1, help="SAE training steps (default scales with the data)."),
+    lam: float | None = typer.Option(None, "--lambda", min=0.0, help="SAE sparsity coefficient."),
+    val_fraction: float = typer.Option(0.15, "--val-fraction", min=0.0, max=0.9, help="Patient-disjoint held-out share."),
+    seed: int = typer.Option(0, "--seed"),
+    name: str | None = typer.Option(None, "--name", help="Bundle name (default: OUT's folder name)."),
+    version: str = typer.Option("1", "--version", help="Bundle version string."),
+    device: str = typer.Option("cpu", "--device"),
+    force: bool = typer.Option(False, "--force", help="Re-run every stage even when current."),
+) -> None:
+    """Build a model bundle; stages whose inputs are unchanged are skipped, interrupted ones resume."""
+    from saerad.build import BuildConfig, build
+
+    cfg = BuildConfig(
+        dataset=dataset.value,
+        root=root,
+        out=out,
+        encoder=encoder,
+        embeddings=embeddings,
+        augment=augment,
+        expansion=expansion,
+        describer=describer.value,
+        include_report_text=not no_report_text,
+        work_dir=work_dir,
+        sae_steps=steps,
+        sae_lambda=lam,
+        val_fraction=val_fraction,
+        seed=seed,
+        name=name,
+        version=version,
+        device=device,
+        force=force,
+    )
+    result = build(cfg)
+    for stage, ran in result.ran.items():
+        typer.echo(f"{stage:<11} {'ran' if ran else 'current (skipped)'}")
+    typer.echo(f"bundle written to {result.out}")

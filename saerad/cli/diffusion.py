@@ -1,0 +1,158 @@
+"""``saerad train-diffusion``, ``saerad intervene``, ``saerad figure`` (thin wrappers)."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from saerad.cli import app
+
+
+class Mode(str, Enum):
+    add = "add"
+    remove = "remove"
+
+
+@app.command("train-diffusion")
+def train_diffusion_cmd(
+    embeddings: Annotated[Path, typer.Option(help="class tokens (EmbeddingSet file) of the training images")],
+    root: Annotated[Path, typer.Option(help="dataset root folder")],
+    out: Annotated[Path, typer.Option(help="output directory (checkpoints, samples, diffusion/)")],
+    dataset: Annotated[str, typer.Option(help="covid-cxr | folder | mimic-cxr")] = "covid-cxr",
+    resolution: Annotated[int, typer.Option(help="128 (default) or 256")] = 128,
+    steps: Annotated[int | None, typer.Option(help="total training steps (default: preset)")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="images per step (default: preset)")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, or auto")] = "auto",
+    preset: Annotated[str | None, typer.Option(help="tiny | cpu | gpu (default: by device)")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for torch")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="stop after this many minutes (resumable)")] = None,
+    hold_out: Annotated[float, typer.Option(help="fraction of patients kept out of training")] = 0.15,
+) -> None:
+    """Train the class-token-conditioned diffusion model; rerun the same command to resume."""
+    import torch
+
+    from saerad.diffusion.data import load_pairs
+    from saerad.diffusion.train import preset as make_preset
+    from saerad.diffusion.train import train_diffusion
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    name = preset or ("gpu" if device.startswith("cuda") else "cpu")
+    cfg = make_preset(name, resolution=resolution, steps=steps, batch_size=batch_size, device=device,
+                      threads=threads, max_minutes=max_minutes)
+    from saerad.encoders.store import EmbeddingSet
+
+    tokens = EmbeddingSet.load(embeddings)
+    pairs = load_pairs(tokens, root, dataset=dataset, resolution=resolution)
+    train, held = pairs.split(hold_out) if hold_out > 0 else (pairs, pairs.subset([]))
+    cfg.meta.update(
+        dataset=dataset,
+        embeddings=Path(embeddings).name,
+        encoder=str(getattr(tokens, "encoder", "unknown")),
+        held_out_fraction=hold_out,
+        n_held_out_images=len(held),
+        preset=name,
+        note=("trained on CPU: the smallest useful model, not a converged one" if device == "cpu"
+              else "trained on GPU"),
+    )
+    meta = train_diffusion(train, out, cfg)
+    typer.echo(json.dumps(meta, indent=2))
+
+
+def _load_parts(bundle: str | None, device: str):
+    from saerad.bundle import Bundle
+    from saerad.encoders import load_encoder
+
+    loaded = Bundle.load(bundle)
+    return loaded, load_encoder(loaded.encoder_spec, device=device)
+
+
+def _device(device: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+@app.command("intervene")
+def intervene_cmd(
+    image: Annotated[Path, typer.Argument(help="X-ray file (PNG, JPEG, DICOM)")],
+    feature: Annotated[list[int], typer.Option("--feature", help="SAE feature id (repeatable)")],
+    mode: Annotated[Mode, typer.Option(help="add or remove the features")],
+    out: Annotated[Path, typer.Option(help="output directory")],
+    strength: Annotated[float, typer.Option(help="add: multiple of the feature's 0.99 quantile")] = 1.0,
+    bundle: Annotated[str | None, typer.Option(help="bundle directory (default: the embedded one)")] = None,
+    steps: Annotated[int, typer.Option(help="DDIM steps for inversion and sampling")] = 50,
+    diffusion: Annotated[Path | None, typer.Option(help="diffusion model directory overriding the bundle's")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto")] = "auto",
+) -> None:
+    """Counterfactuals of one X-ray: each feature removed (or added), maps, boxes and metrics."""
+    from saerad.diffusion.figure import to_uint8
+    from saerad.diffusion.intervene import run_intervention
+    from saerad.diffusion.maps import overlay
+    from saerad.diffusion.model import atomic_write_json
+    from saerad.imaging import load_xray
+
+    from PIL import Image
+
+    device = _device(device)
+    loaded, encoder = _load_parts(bundle, device)
+    xray = load_xray(image)
+    result = run_intervention(xray, feature, mode.value, strength, loaded, encoder, steps,
+                              device=device, diffusion_dir=diffusion)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save(img, name: str) -> None:
+        tmp = out / f".{name}.tmp.png"
+        img.save(tmp)
+        tmp.replace(out / name)
+
+    save(Image.fromarray(to_uint8(result.original), mode="L"), "original.png")
+    save(Image.fromarray(to_uint8(result.reconstruction), mode="L"), "reconstruction.png")
+    boxes = {}
+    for edit, cf, heat, bxs in zip(result.edits, result.counterfactuals, result.heatmaps, result.boxes):
+        tag = f"{edit.mode}_{edit.features[0]}"
+        save(Image.fromarray(to_uint8(cf), mode="L"), f"counterfactual_{tag}.png")
+        save(overlay(xray.pixels, heat, bxs), f"heatmap_{tag}.png")
+        boxes[str(edit.features[0])] = bxs
+    atomic_write_json(out / "boxes.json", {"mode": mode.value, "coordinates": "0..1 of the original image",
+                                           "boxes": boxes})
+    atomic_write_json(out / "metrics.json", result.metrics)
+    typer.echo(json.dumps({"out": str(out), "composition": result.metrics["composition"],
+                           "boxes": {k: len(v) for k, v in boxes.items()}}, indent=2))
+
+
+@app.command("figure")
+def figure_cmd(
+    image: Annotated[Path, typer.Argument(help="X-ray file (PNG, JPEG, DICOM)")],
+    feature: Annotated[list[int], typer.Option("--feature", help="SAE feature id (repeatable)")],
+    out: Annotated[Path, typer.Option(help="output PNG file")],
+    bundle: Annotated[str | None, typer.Option(help="bundle directory (default: the embedded one)")] = None,
+    steps: Annotated[int, typer.Option(help="DDIM steps")] = 50,
+    strength: Annotated[float, typer.Option(help="add strength (x the 0.99 quantile)")] = 1.0,
+    diffusion: Annotated[Path | None, typer.Option(help="diffusion model directory overriding the bundle's")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto")] = "auto",
+) -> None:
+    """Paper-style figure: original | reconstruction | +feature | -feature | map, a row per feature."""
+    from saerad.diffusion.figure import intervention_figure
+    from saerad.diffusion.intervene import dictionary_quantiles, model_for
+    from saerad.imaging import load_xray
+
+    device = _device(device)
+    loaded, encoder = _load_parts(bundle, device)
+    model = model_for(diffusion if diffusion is not None else loaded, device)
+    xray = load_xray(image)
+    descriptions = {}
+    for i in feature:
+        stats = loaded.dictionary.get(i)
+        descriptions[i] = stats.description or ""
+    picture = intervention_figure(model, loaded.sae, encoder, xray.pixels, feature, descriptions=descriptions,
+                                  add_level=dictionary_quantiles(loaded.dictionary), steps=steps, strength=strength)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    picture.save(tmp)
+    tmp.replace(out)
+    typer.echo(str(out))

@@ -1,0 +1,57 @@
+"""``saerad serve``: run the HTTP API with uvicorn.
+
+Command-line options override the matching ``SAERAD_*`` variables; they are written back into the
+environment so that with ``--workers N`` every worker process builds the same settings
+(:func:`saerad.service.app.app_from_env`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from saerad.cli import app
+
+
+@app.command("serve")
+def serve(
+    bundle: Path = typer.Option(None, "--bundle", "-b", help="Bundle directory (default: SAERAD_BUNDLE or the embedded bundle)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind; 0.0.0.0 only behind a firewall or proxy."),
+    port: int = typer.Option(8000, min=1, max=65535),
+    workers: int = typer.Option(None, min=1, help="Worker processes (default: SAERAD_WORKERS or 1)."),
+    job_db: Path = typer.Option(None, "--job-db", help="SQLite job database (default: SAERAD_JOB_DB)."),
+) -> None:
+    """Serve grounded reports over HTTP (see docs/deployment.md)."""
+    import uvicorn
+
+    from saerad.errors import ConfigError
+    from saerad.service.logs import configure_logging
+    from saerad.service.settings import ServiceSettings
+
+    if bundle is not None:
+        if not bundle.is_dir():
+            raise ConfigError(f"--bundle {bundle} is not a directory")
+        os.environ["SAERAD_BUNDLE"] = str(bundle.resolve())
+    if workers is not None:
+        os.environ["SAERAD_WORKERS"] = str(workers)
+    if job_db is not None:
+        os.environ["SAERAD_JOB_DB"] = str(job_db.resolve())
+    try:
+        settings = ServiceSettings()
+    except Exception as exc:  # pydantic ValidationError: a bad SAERAD_* value
+        raise ConfigError(f"invalid SAERAD_* settings: {exc}") from exc
+    configure_logging(settings.log_level, settings.log_json)
+    uvicorn.run(
+        "saerad.service.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=settings.workers,
+        log_config=None,  # keep our JSON logging
+        access_log=False,  # our access line omits query strings and client addresses
+        proxy_headers=True,
+        server_header=False,
+        timeout_graceful_shutdown=30,
+    )

@@ -1,0 +1,151 @@
+"""Training pairs for the diffusion model: (image at the model resolution, class token).
+
+Why these choices:
+
+- Images are resized to a square ``R x R`` WITHOUT cropping or padding (aspect ratio changes):
+  the whole film is kept, and a point's normalised coordinates are the same in the model image
+  and in the original file, so boxes found on a map transfer to the original image as they are.
+- Pixels live in ``[-1, 1]`` inside the model; everything outside the model uses ``[0, 1]``.
+- Embedding ids of the form ``<id>#augK`` are augmented views whose pixels we cannot rebuild
+  exactly, so they are skipped: the token of the unaugmented image conditions its own pixels.
+- All pairs are held in memory (427 images at 128 px are 14 MB in fp16).
+- The held-out split is by patient (several images per patient in covid-cxr), deterministic from a
+  hash of the patient id, so every stage that asks gets the same split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from saerad.encoders.store import is_augmented
+from saerad.errors import ConfigError
+
+
+def resize_image(pixels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize a float image (H, W) to ``size`` (an int = square, or (height, width)).
+
+    Area averaging when shrinking (no aliasing of fine lines), bilinear when enlarging.
+    """
+    from PIL import Image
+
+    height, width = (size, size) if isinstance(size, int) else size
+    src = np.asarray(pixels, dtype=np.float32)
+    if src.shape == (height, width):
+        return src.copy()
+    shrinking = height <= src.shape[0] and width <= src.shape[1]
+    method = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
+    out = Image.fromarray(src, mode="F").resize((width, height), method)
+    return np.array(out, dtype=np.float32)  # a writable copy
+
+
+def to_model(images01: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """[0, 1] images (..., H, W) -> model tensors (B, 1, H, W) in [-1, 1]."""
+    x = torch.as_tensor(np.asarray(images01, dtype=np.float32))
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim == 3:
+        x = x[:, None]
+    return x * 2.0 - 1.0
+
+
+def from_model(x: torch.Tensor) -> np.ndarray:
+    """Model tensors (B, 1, H, W) -> [0, 1] float32 arrays (B, H, W), clipped."""
+    return ((x.detach().float().cpu()[:, 0] + 1.0) / 2.0).clamp(0.0, 1.0).numpy()
+
+
+def held_out(patient_id: str, fraction: float = 0.15, salt: str = "saerad-diffusion") -> bool:
+    """Deterministic patient-level split: True for about ``fraction`` of patients."""
+    digest = hashlib.sha1(f"{salt}:{patient_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < fraction
+
+
+@dataclass
+class PairedImages:
+    """Images ``(N, 1, R, R)`` fp16 in [-1, 1] and their class tokens ``(N, d)`` fp32, by id."""
+
+    ids: list[str]
+    images: torch.Tensor
+    tokens: torch.Tensor
+    patient_ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def resolution(self) -> int:
+        return int(self.images.shape[-1])
+
+    def subset(self, keep: Sequence[int]) -> "PairedImages":
+        idx = torch.as_tensor(list(keep), dtype=torch.long)
+        return PairedImages(
+            ids=[self.ids[i] for i in keep],
+            images=self.images[idx],
+            tokens=self.tokens[idx],
+            patient_ids=[self.patient_ids[i] for i in keep],
+        )
+
+    def split(self, fraction: float = 0.15) -> tuple["PairedImages", "PairedImages"]:
+        """(train, held_out) by patient."""
+        test = [i for i, p in enumerate(self.patient_ids) if held_out(p, fraction)]
+        train = [i for i in range(len(self)) if i not in set(test)]
+        return self.subset(train), self.subset(test)
+
+
+def image_index(dataset: str, root: str | Path) -> dict[str, tuple[Path, str]]:
+    """image id -> (path, patient id) for every image of a dataset."""
+    from saerad.datasets import load_dataset
+
+    index: dict[str, tuple[Path, str]] = {}
+    for study in load_dataset(dataset, root):
+        for path, image_id in zip(study.image_paths, study.image_ids):
+            index[image_id] = (Path(path), study.patient_id)
+    return index
+
+
+def load_pairs(
+    embeddings,
+    root: str | Path,
+    *,
+    dataset: str = "covid-cxr",
+    resolution: int = 128,
+    progress: bool = True,
+) -> PairedImages:
+    """Pair every unaugmented embedding id with its image, loaded with ``saerad.imaging.load_xray``.
+
+    ``embeddings`` is an :class:`~saerad.encoders.store.EmbeddingSet` or a path to one.
+    """
+    from tqdm.auto import tqdm
+
+    from saerad.imaging import load_xray
+
+    if isinstance(embeddings, (str, Path)):
+        from saerad.encoders.store import EmbeddingSet
+
+        embeddings = EmbeddingSet.load(embeddings)
+    index = image_index(dataset, root)
+    rows = [(i, image_id) for i, image_id in enumerate(embeddings.ids) if not is_augmented(image_id)]
+    missing = [image_id for _, image_id in rows if image_id not in index]
+    if missing:
+        raise ConfigError(
+            f"{len(missing)} embedding ids are not images of {dataset} at {root} (e.g. {missing[0]!r}): "
+            "were the embeddings made from another dataset?"
+        )
+    if not rows:
+        raise ConfigError("the embedding file has no unaugmented image ids")
+    images = np.empty((len(rows), resolution, resolution), dtype=np.float32)
+    for k, (_, image_id) in enumerate(tqdm(rows, desc="loading images", disable=not progress)):
+        xray = load_xray(index[image_id][0])
+        images[k] = resize_image(xray.pixels, resolution)
+    tokens = embeddings.tokens[[i for i, _ in rows]].float()
+    return PairedImages(
+        ids=[image_id for _, image_id in rows],
+        images=to_model(images).half(),
+        tokens=tokens,
+        patient_ids=[index[image_id][1] for _, image_id in rows],
+    )

@@ -1,0 +1,266 @@
+"""SAE interventions rendered by the diffusion model (design notes §5).
+
+An edit changes some features of the image's SAE code and moves the class token by the decoder
+directions only, KEEPING the SAE error term (``c - sae(c)`` is untouched)::
+
+    c_edit = c + (f_new - f) @ sae.W_dec        remove: f_new_i = 0
+                                                add:    f_new_i = max(f_i, q_i * strength)
+
+with ``q_i`` a high activation quantile of feature ``i`` from the dictionary ("0.99" by default;
+``add`` never lowers a feature that is already above it). The image is inverted ONCE under the
+unedited token; the reconstruction and every edit are then sampled from the same x_T in ONE batch,
+so they differ only by the condition.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+
+from saerad.diffusion.data import from_model, resize_image, to_model
+from saerad.diffusion.invert import ddim_invert, ddim_sample
+from saerad.diffusion.maps import Localization, localize
+from saerad.diffusion.metrics import composition, feature_effect
+from saerad.errors import BundleError, ConfigError
+
+if TYPE_CHECKING:
+    from saerad.bundle import Bundle
+    from saerad.diffusion.model import TokenConditionedUNet
+    from saerad.encoders.base import ClassTokenEncoder
+    from saerad.imaging import XRay
+    from saerad.sae.model import GatedSAE
+
+Mode = Literal["add", "remove"]
+DEFAULT_QUANTILE = "0.99"
+DEFAULT_STEPS = 50
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One counterfactual: set ``features`` to zero (remove) or to a high quantile (add)."""
+
+    features: tuple[int, ...]
+    mode: Mode
+    strength: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("add", "remove"):
+            raise ConfigError(f"mode must be 'add' or 'remove', got {self.mode!r}")
+        if not self.features:
+            raise ConfigError("an edit needs at least one feature")
+        if not np.isfinite(self.strength) or self.strength < 0:
+            raise ConfigError(f"strength must be a non-negative number, got {self.strength}")
+
+    @property
+    def name(self) -> str:
+        sign = "+" if self.mode == "add" else "-"
+        return "_".join(f"{sign}{i}" for i in self.features)
+
+
+def dictionary_quantiles(dictionary, quantile: str = DEFAULT_QUANTILE) -> Callable[[int], float]:
+    """``feature id -> activation level for add`` from a FeatureDictionary's quantiles."""
+
+    def lookup(feature_id: int) -> float:
+        try:
+            stats = dictionary.get(feature_id)
+        except KeyError as exc:
+            raise ConfigError(f"feature {feature_id} is not in the dictionary") from exc
+        value = (stats.quantiles or {}).get(quantile) or stats.max_activation
+        if not value or value <= 0:
+            raise ConfigError(f"feature {feature_id} was never active in training: there is no level to add")
+        return float(value)
+
+    return lookup
+
+
+def edited_tokens(
+    token: torch.Tensor,
+    codes: torch.Tensor,
+    sae: GatedSAE,
+    edits: Sequence[Edit],
+    add_level: Callable[[int], float] | None = None,
+) -> torch.Tensor:
+    """Class token ``(d,)`` and its SAE code ``(m,)`` -> one edited token per edit ``(E, d)``."""
+    d_sae = codes.shape[-1]
+    out = []
+    for edit in edits:
+        bad = [i for i in edit.features if not 0 <= i < d_sae]
+        if bad:
+            raise ConfigError(f"feature ids {bad} out of range: this SAE has {d_sae} features (0..{d_sae - 1})")
+        new = codes.clone()
+        for i in edit.features:
+            if edit.mode == "remove":
+                new[i] = 0.0
+            else:
+                if add_level is None:
+                    raise ConfigError("'add' needs activation quantiles from a feature dictionary")
+                new[i] = max(float(codes[i]), add_level(i) * edit.strength)
+        out.append(token + (new - codes).to(sae.W_dec.dtype) @ sae.W_dec)
+    return torch.stack(out) if out else token.new_zeros((0, token.shape[-1]))
+
+
+@dataclass
+class Rendered:
+    """Model-resolution [0, 1] images: input, reconstruction and one counterfactual per edit."""
+
+    original: np.ndarray
+    reconstruction: np.ndarray
+    counterfactuals: list[np.ndarray]
+
+
+@torch.no_grad()
+def render(
+    model: TokenConditionedUNet,
+    image01: np.ndarray,
+    token: torch.Tensor,
+    edited: torch.Tensor,
+    *,
+    steps: int = DEFAULT_STEPS,
+) -> Rendered:
+    """Invert ``image01`` under ``token``, then sample [token, *edited] from that x_T in one batch."""
+    device = next(model.parameters()).device
+    original = resize_image(image01, model.resolution)
+    x0 = to_model(original).to(device)
+    token = token.reshape(1, -1).float().to(device)
+    x_T = ddim_invert(model, x0, token, steps=steps)
+    tokens = torch.cat([token, edited.float().to(device)])
+    out = from_model(ddim_sample(model, x_T.expand(len(tokens), -1, -1, -1), tokens, steps=steps))
+    return Rendered(original=original, reconstruction=out[0], counterfactuals=list(out[1:]))
+
+
+@dataclass
+class InterventionResult:
+    """What ``saerad intervene`` writes. Images are [0, 1] at the model resolution; boxes are 0..1
+    of the original image; ``metrics`` holds composition and (if measured) per-edit effects."""
+
+    original: np.ndarray
+    reconstruction: np.ndarray
+    counterfactuals: list[np.ndarray]
+    heatmaps: list[np.ndarray]
+    boxes: list[list[dict[str, float]]]
+    metrics: dict[str, Any]
+    edits: list[Edit] = field(default_factory=list)
+    activations: dict[int, float] = field(default_factory=dict)  # SAE activation of each target on the input
+
+
+def intervene(
+    model: TokenConditionedUNet,
+    sae: GatedSAE,
+    encoder: ClassTokenEncoder,
+    image01: np.ndarray,
+    edits: Sequence[Edit],
+    *,
+    add_level: Callable[[int], float] | None = None,
+    steps: int = DEFAULT_STEPS,
+    measure: bool = True,
+    token: torch.Tensor | None = None,
+) -> InterventionResult:
+    """Render ``edits`` of one image and localise each; with ``measure``, re-encode to score them."""
+    if token is None:
+        token = encoder.encode_images([image01])[0]
+    token = token.float().cpu()
+    sae_device = sae.W_dec.device
+    with torch.no_grad():
+        codes = sae.encode(token[None].to(sae_device))[0].float()
+        edited = edited_tokens(token.to(sae_device), codes, sae, edits, add_level).float().cpu()
+    rendered = render(model, image01, token, edited, steps=steps)
+    maps: list[Localization] = [localize(rendered.reconstruction, cf) for cf in rendered.counterfactuals]
+    metrics: dict[str, Any] = {
+        "composition": composition(rendered.original, rendered.reconstruction),
+        "steps": steps,
+        "resolution": model.resolution,
+    }
+    if measure and edits:
+        with torch.no_grad():
+            shape = _original_aspect(np.shape(image01), model.resolution)
+            re_tokens = encoder.encode_images(
+                [resize_image(img, shape) for img in (rendered.reconstruction, *rendered.counterfactuals)]
+            )
+            re_codes = sae.encode(re_tokens.to(sae_device)).float().cpu().numpy()
+        metrics["edits"] = [
+            {"edit": e.name, "strength": e.strength, **feature_effect(re_codes[0], re_codes[k + 1], e.features, e.mode),
+             "boxes": len(maps[k].boxes), "map_peak": float(maps[k].heat.max())}
+            for k, e in enumerate(edits)
+        ]
+    targets = sorted({i for e in edits for i in e.features})
+    return InterventionResult(
+        original=rendered.original,
+        reconstruction=rendered.reconstruction,
+        counterfactuals=rendered.counterfactuals,
+        heatmaps=[m.heat for m in maps],
+        boxes=[m.boxes for m in maps],
+        metrics=metrics,
+        edits=list(edits),
+        activations={i: float(codes[i]) for i in targets},
+    )
+
+
+def _original_aspect(shape: tuple[int, ...], resolution: int) -> tuple[int, int]:
+    """(height, width) with the original aspect ratio and the longer side = 2 x resolution.
+
+    Model images are the film squeezed to a square; re-encoding them un-squeezed shows the encoder
+    the geometry it saw on the input (it pads to a square, so a squeezed film would look different).
+    """
+    h, w = shape[:2]
+    side = 2 * resolution
+    return (max(1, round(side * h / max(h, w))), max(1, round(side * w / max(h, w))))
+
+
+# ---------------------------------------------------------------------------- bundle entry points
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_model(directory: str, device: str, mtime: float):
+    from saerad.diffusion.model import load_diffusion
+
+    return load_diffusion(directory, device=device)
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def model_for(bundle_or_dir: Bundle | str | os.PathLike, device: str | None = None) -> TokenConditionedUNet:
+    """The bundle's diffusion model (cached per directory and device)."""
+    directory = bundle_or_dir if isinstance(bundle_or_dir, (str, os.PathLike)) else bundle_or_dir.diffusion_dir
+    if directory is None:
+        raise BundleError("this bundle has no diffusion model: interventions and localisation need one "
+                          "(train one with `saerad train-diffusion` and add it to the bundle)")
+    path = Path(directory).resolve()
+    weights = path / "model.safetensors"
+    mtime = weights.stat().st_mtime if weights.exists() else 0.0
+    return _cached_model(str(path), device or default_device(), mtime)
+
+
+def run_intervention(
+    xray: XRay,
+    features: list[int],
+    mode: Mode,
+    strength: float,
+    bundle: Bundle,
+    encoder: ClassTokenEncoder,
+    steps: int = DEFAULT_STEPS,
+    *,
+    device: str | None = None,
+    quantile: str = DEFAULT_QUANTILE,
+    measure: bool = True,
+    diffusion_dir: str | os.PathLike | None = None,
+) -> InterventionResult:
+    """One counterfactual per feature (each edited alone), reconstruction and maps, in one batch.
+
+    ``diffusion_dir`` overrides the bundle's diffusion model (e.g. a freshly trained one).
+    """
+    model = model_for(diffusion_dir if diffusion_dir is not None else bundle, device)
+    edits = [Edit((int(i),), mode, strength) for i in features]
+    add_level = dictionary_quantiles(bundle.dictionary, quantile) if mode == "add" else None
+    result = intervene(model, bundle.sae, encoder, xray.pixels, edits, add_level=add_level, steps=steps,
+                       measure=measure)
+    result.metrics["model"] = {"device": str(next(model.parameters()).device), "quantile": quantile}
+    return result

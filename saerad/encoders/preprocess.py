@@ -1,0 +1,236 @@
+"""A checkpoint's own image processing, applied to one gray X-ray.
+
+Hugging Face vision checkpoints (Rad-DINO, facebook/dinov2-*) ship ``preprocessor_config.json``
+describing resize -> centre crop -> rescale -> normalise. :class:`ImagePreprocessor` reads that file
+and reproduces the PIL backend of transformers' ``BitImageProcessor``/``ViTImageProcessor``/
+``CLIPImageProcessor`` on a single gray channel instead of an RGB copy of it: the three channels of
+a gray image are identical, so resizing one channel gives the same numbers at a third of the cost
+(tests check equality with ``AutoImageProcessor``). Configurations it does not understand fall back to
+the transformers processor itself (:class:`HFProcessorFallback`), so the checkpoint's processing is
+honoured either way.
+
+Input is the float [0, 1] image of :func:`saerad.imaging.load_xray`; it is quantised to 8 bits first
+because these checkpoints were trained on 8-bit PNG/JPEG files (MIMIC-CXR-JPG for Rad-DINO).
+
+saerad's own extension, read from an optional ``saerad_encoder.json`` next to the checkpoint:
+``"pad_to_square": true`` pads the image with black, centred, to a square before the processor runs
+(the default encoder's letterbox, see :mod:`saerad.encoders.default`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from saerad.errors import ConfigError
+
+PROCESSOR_FILE = "preprocessor_config.json"
+SAERAD_FILE = "saerad_encoder.json"
+
+# processor types whose PIL pipeline is resize -> centre crop -> rescale -> normalise
+_KNOWN_TYPES = frozenset(
+    {"BitImageProcessor", "ViTImageProcessor", "CLIPImageProcessor", "DINOv2ImageProcessor",
+     "BitImageProcessorFast", "ViTImageProcessorFast", "CLIPImageProcessorFast"}
+)
+# class defaults of those processors, used where the JSON leaves a field out
+_DEFAULTS = {
+    "BitImageProcessor": dict(do_resize=True, size={"shortest_edge": 224}, resample=3, do_center_crop=True,
+                              crop_size={"height": 224, "width": 224}),
+    "CLIPImageProcessor": dict(do_resize=True, size={"shortest_edge": 224}, resample=3, do_center_crop=True,
+                               crop_size={"height": 224, "width": 224}),
+    "ViTImageProcessor": dict(do_resize=True, size={"height": 224, "width": 224}, resample=2,
+                              do_center_crop=False, crop_size=None),
+}
+
+
+def _pad_to_square(image: np.ndarray) -> np.ndarray:
+    height, width = image.shape
+    side = max(height, width)
+    if height == width:
+        return image
+    out = np.zeros((side, side), dtype=image.dtype)
+    top, left = (side - height) // 2, (side - width) // 2
+    out[top : top + height, left : left + width] = image
+    return out
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 2:
+        raise ValueError(f"expected a (H, W) gray image, got shape {image.shape}")
+    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class ImagePreprocessor:
+    """resize -> centre crop -> rescale -> normalise, as the checkpoint's processor config says."""
+
+    size: dict  # {"shortest_edge": n} or {"height": h, "width": w}; empty: no resize
+    resample: int  # PIL resampling filter id (2 bilinear, 3 bicubic, 4 box...)
+    crop: tuple[int, int] | None  # (height, width) of the centre crop
+    rescale_factor: float | None
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    pad_to_square: bool = False
+    processor_type: str = "BitImageProcessor"
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> ImagePreprocessor | HFProcessorFallback:
+        """The fast path for configurations it reproduces exactly, else the transformers processor."""
+        directory = Path(directory)
+        path = directory / PROCESSOR_FILE
+        if not path.is_file():
+            raise ConfigError(f"{path} not found: a checkpoint directory needs its image-processor config")
+        config = json.loads(path.read_text(encoding="utf-8"))
+        pad = bool(read_saerad_options(directory).get("pad_to_square", False))
+        kind = str(config.get("image_processor_type", "BitImageProcessor"))
+        fast = cls._from_config(config, kind, pad)
+        return fast if fast is not None else HFProcessorFallback(str(directory), pad)
+
+    @classmethod
+    def _from_config(cls, config: dict, kind: str, pad: bool) -> ImagePreprocessor | None:
+        if kind not in _KNOWN_TYPES or config.get("do_pad") or config.get("do_reduce_labels"):
+            return None
+        base = kind.removesuffix("Fast")
+        defaults = _DEFAULTS.get(base, _DEFAULTS["BitImageProcessor"])
+        get = lambda key: config.get(key, defaults.get(key))  # noqa: E731
+        size = dict(get("size") or {}) if get("do_resize") else {}
+        if isinstance(config.get("size"), int):
+            size = {"shortest_edge": int(config["size"])} if base != "ViTImageProcessor" else {
+                "height": int(config["size"]), "width": int(config["size"])}
+        if size and not ({"shortest_edge"} == set(size) or {"height", "width"} == set(size)):
+            return None  # longest_edge, max_height...: let transformers do it
+        crop = None
+        if get("do_center_crop"):
+            crop_size = get("crop_size") or {}
+            if isinstance(crop_size, int):
+                crop_size = {"height": crop_size, "width": crop_size}
+            if {"height", "width"} != set(crop_size):
+                return None
+            crop = (int(crop_size["height"]), int(crop_size["width"]))
+        do_rescale = config.get("do_rescale", True)
+        do_normalize = config.get("do_normalize", True)
+        mean, std = config.get("image_mean"), config.get("image_std")
+        if do_normalize and (mean is None or std is None):
+            return None
+        as3 = lambda v: tuple(float(x) for x in (v if isinstance(v, (list, tuple)) else [v] * 3))  # noqa: E731
+        return cls(
+            size={k: int(v) for k, v in size.items()},
+            resample=int(get("resample") if get("resample") is not None else 2),
+            crop=crop,
+            rescale_factor=float(config.get("rescale_factor", 1 / 255)) if do_rescale else None,
+            mean=as3(mean) if do_normalize else None,
+            std=as3(std) if do_normalize else None,
+            pad_to_square=pad,
+            processor_type=kind,
+        )
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        if self.crop is not None:
+            return self.crop
+        if "height" in self.size:
+            return (self.size["height"], self.size["width"])
+        raise ValueError("output size depends on the input (shortest-edge resize without crop)")
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        """(H, W) float [0, 1] -> (3, S, S) float32, identical to the processor on an RGB copy."""
+        if self.pad_to_square:
+            image = _pad_to_square(np.asarray(image, dtype=np.float32))
+        gray = Image.fromarray(_to_uint8(image))
+        if self.size:
+            gray = gray.resize(self._resize_to(gray.height, gray.width)[::-1], resample=self.resample)
+        arr = np.asarray(gray)
+        if self.crop is not None:
+            arr = _center_crop(arr, self.crop)
+        values = arr.astype(np.float64) * self.rescale_factor if self.rescale_factor is not None else arr
+        values = values.astype(np.float32)
+        if self.mean is not None:
+            mean = np.asarray(self.mean, dtype=np.float32)[:, None, None]
+            std = np.asarray(self.std, dtype=np.float32)[:, None, None]
+            out = (values[None] - mean) / std
+        else:
+            out = np.broadcast_to(values[None], (3, *values.shape))
+        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+
+    def _resize_to(self, height: int, width: int) -> tuple[int, int]:
+        if "height" in self.size:
+            return (self.size["height"], self.size["width"])
+        target = self.size["shortest_edge"]  # transformers' get_resize_output_image_size, no max_size
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = target, int(target * long / short)
+        return (new_long, new_short) if width <= height else (new_short, new_long)
+
+    def describe(self) -> dict:
+        out = asdict(self)
+        out["crop"] = list(self.crop) if self.crop else None
+        out["input"] = "gray [0,1] -> 8-bit -> 3 identical channels"
+        return out
+
+
+def _center_crop(arr: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
+    """transformers' ``center_crop`` (pads with zeros when the image is smaller than the crop)."""
+    height, width = arr.shape
+    crop_h, crop_w = crop
+    if height < crop_h or width < crop_w:
+        new_h, new_w = max(crop_h, height), max(crop_w, width)
+        padded = np.zeros((new_h, new_w), dtype=arr.dtype)
+        top_pad, left_pad = -(-(new_h - height) // 2), -(-(new_w - width) // 2)
+        padded[top_pad : top_pad + height, left_pad : left_pad + width] = arr
+        arr, height, width = padded, new_h, new_w
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    return arr[top : top + crop_h, left : left + crop_w]
+
+
+class HFProcessorFallback:
+    """The transformers image processor itself, for configurations :class:`ImagePreprocessor` skips.
+
+    Loaded lazily so that the object pickles as a path into DataLoader workers.
+    """
+
+    def __init__(self, directory: str, pad_to_square: bool = False) -> None:
+        self.directory = directory
+        self.pad_to_square = pad_to_square
+        self._processor = None
+
+    def __getstate__(self) -> dict:
+        return {"directory": self.directory, "pad_to_square": self.pad_to_square, "_processor": None}
+
+    def _get(self):
+        if self._processor is None:
+            from transformers import AutoImageProcessor
+
+            self._processor = AutoImageProcessor.from_pretrained(self.directory)
+        return self._processor
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        if self.pad_to_square:
+            image = _pad_to_square(np.asarray(image, dtype=np.float32))
+        rgb = np.repeat(_to_uint8(image)[:, :, None], 3, axis=2)
+        out = self._get()(images=rgb, return_tensors="pt", input_data_format="channels_last")
+        return out["pixel_values"][0].float()
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        probe = self(np.zeros((64, 48), dtype=np.float32))
+        return (int(probe.shape[1]), int(probe.shape[2]))
+
+    def describe(self) -> dict:
+        return {"processor": type(self._get()).__name__, "config": self._get().to_dict(),
+                "pad_to_square": self.pad_to_square, "input": "gray [0,1] -> 8-bit RGB"}
+
+
+def read_saerad_options(directory: Path) -> dict:
+    """The optional ``saerad_encoder.json`` beside a checkpoint ({} when absent)."""
+    path = directory / SAERAD_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON") from exc

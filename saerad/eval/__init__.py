@@ -1,0 +1,7 @@
+"""Offline evaluation: clinical-label F1 (CheXpert-rule and CheXbert), text metrics with bootstrap
+CIs, baselines, and the runner behind ``saerad score`` / ``saerad evaluate``.
+
+Independent of the SAE: it scores any generated reports against references. Conventions are those
+of design notes §6; :mod:`saerad.eval.runner` writes ``metrics.json``, a Markdown table and
+per-study predictions. Sub-modules import lazily (torch and Java only where needed).
+"""

@@ -1,0 +1,173 @@
+"""The offline, deterministic describer: the statement most over-represented in a feature's top
+reports against the training corpus (design notes §3).
+
+Candidates are the statements of :mod:`saerad.labeling.text` (normalised word n-grams, clauses and
+short sentences, negation kept in the key). For a feature with ``K`` top reports (one per patient) a
+candidate found in ``a`` of them and in ``c`` of the ``N`` corpus reports scores
+
+    score = p_top * log(p_top / p_bg),   p_top = a / K,   p_bg = (c + 1) / (N + 2)
+
+i.e. its share of the feature's reports times how much more often it appears there than anywhere:
+a statement specific to two odd reports loses to one that most top reports carry, and a statement
+every report carries ("no pneumothorax") scores ~0. A candidate must appear in at least
+``max(min_support, min_support_fraction * K)`` top reports and be ``min_ratio`` times more frequent
+there than in the corpus, and the binomial chance of seeing it in that many top reports at its
+corpus rate must be below ``max_pvalue`` (so a random set of reports gets no description). Among the
+``shortlist`` best of these, the best one that carries a CheXpert condition per the labeller wins;
+without one, the best statement about the chest (a small radiology lexicon: "sternotomy",
+"lungs are clear") does; narrative ("presented after", "was admitted") never does. Single words
+count half ("effusion" reads worse than "pleural effusion"). Ties go to the alphabetically first text.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.stats import binom
+
+from saerad.labeling.base import Describer, Description, FeatureEvidence, Labeler, default_labeler
+from saerad.labeling.text import MAX_NGRAM, MAX_WORDS, Splitter, iter_unique, report_keys, truncate_words
+
+log = logging.getLogger(__name__)
+
+_IGNORED = frozenset({"No Finding"})
+# A statement without a CheXpert condition must at least speak about the chest: case notes are full
+# of over-represented narrative ("presented after", "was admitted") that makes no report sentence.
+_RADIOLOGY = re.compile(
+    r"\b(lungs?|pulmonary|heart|cardiac|cardio\w*|mediastin\w*|hil(?:a|ar|um)|pleura\w*|diaphragm\w*|"
+    r"costophrenic|trachea\w*|aort\w*|vascul\w*|rib|ribs|spine|osseous|bony|bones?|"
+    r"clavicle\w*|sternotomy|opacit\w*|airspace|interstitial|alveolar|markings|silhouette|contours?|"
+    r"normal|clear|unremarkable|abnormalit\w*|acute|granuloma\w*|calcifi\w*|nodul\w*|emphysema\w*|"
+    r"hyperinflat\w*|hyperexpan\w*|fibro\w*|scar\w*|ground glass|infiltrat\w*|lobes?|lobar|basilar|bases|"
+    r"apex|apical|perihilar|bronch\w*|degenerative|kyphosis|scoliosis|catheter|tube|pacemaker|line)\b"
+)
+
+
+@dataclass
+class ExtractiveConfig:
+    min_support: int = 3
+    min_support_fraction: float = 0.2
+    min_ratio: float = 2.0
+    max_pvalue: float = 1e-3  # binomial tail of seeing >= a of K at the corpus rate: chance agreement fails
+    single_word_weight: float = 0.5
+    shortlist: int = 40
+    max_words: int = MAX_WORDS
+    max_ngram: int = MAX_NGRAM
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    key: str
+    support: int
+    corpus_count: int
+    log_ratio: float
+    score: float
+
+
+class ExtractiveDescriber(Describer):
+    name = "extractive"
+
+    def __init__(
+        self, *, labeler: Labeler | None = None, splitter: Splitter | None = None, **options
+    ) -> None:
+        self.cfg = ExtractiveConfig(**options)
+        self._labeler = labeler
+        self._splitter = splitter
+        self._label_cache: dict[str, bool] = {}
+
+    def config(self) -> dict:
+        return {"name": self.name, **asdict(self.cfg)}
+
+    @property
+    def labeler(self) -> Labeler:
+        if self._labeler is None:
+            self._labeler = default_labeler()
+        return self._labeler
+
+    def _keys(self, text: str) -> frozenset[str]:
+        return report_keys(
+            text, splitter=self._splitter, max_ngram=self.cfg.max_ngram, max_words=self.cfg.max_words
+        )
+
+    def _required(self, k: int) -> int:
+        return max(self.cfg.min_support, math.ceil(self.cfg.min_support_fraction * k))
+
+    def describe_many(
+        self, evidence: Sequence[FeatureEvidence], *, corpus: Sequence[str] = (), progress: bool = False
+    ) -> list[Description]:
+        from tqdm.auto import tqdm
+
+        keys: dict[str, frozenset[str]] = {}
+        supports: list[Counter[str]] = []
+        wanted: set[str] = set()
+        for ev in evidence:
+            reports = iter_unique(ev.reports)
+            for r in reports:
+                if r not in keys:
+                    keys[r] = self._keys(r)
+            support = Counter(k for r in reports for k in keys[r])
+            need = self._required(len(reports))
+            support = Counter({k: a for k, a in support.items() if a >= need})
+            supports.append(support)
+            wanted.update(support)
+        # Background counts only for statements some feature could use: one pass over the corpus,
+        # memory bounded by the candidates, not by every n-gram of every report.
+        background = iter_unique(corpus) or list(keys)
+        df: Counter[str] = Counter()
+        for text in tqdm(background, desc="corpus statements", unit="report", disable=not progress):
+            ks = keys.get(text)
+            df.update((ks if ks is not None else self._keys(text)) & wanted)
+        n = len(background)
+        out = []
+        for ev, support in zip(evidence, supports):
+            k = len(iter_unique(ev.reports))
+            out.append(self._select(ev.feature_id, support, k, df, n))
+        return out
+
+    def _select(self, fid: int, support: Counter[str], k: int, df: Counter[str], n: int) -> Description:
+        if k < self._required(k) or not support:
+            return Description(fid, None, {"n_reports": k, "reason": "no statement with enough support"})
+        min_lr = math.log(self.cfg.min_ratio)
+        keys = sorted(support)
+        a = np.array([support[key] for key in keys], dtype=np.int64)
+        c = np.maximum(np.array([df.get(key, 0) for key in keys], dtype=np.int64), a)
+        p_top, p_bg = a / k, (c + 1) / (n + 2)
+        lr = np.log(p_top / p_bg)
+        pvalue = binom.sf(a - 1, k, p_bg)
+        ok = (lr >= min_lr) & (pvalue <= self.cfg.max_pvalue)
+        # A lone word reads worse than a statement ("effusion" vs "pleural effusion"): half weight.
+        weight = np.array([1.0 if " " in key else self.cfg.single_word_weight for key in keys])
+        cands = [
+            _Candidate(keys[i], int(a[i]), int(c[i]), float(lr[i]), float(weight[i] * p_top[i] * lr[i]))
+            for i in np.flatnonzero(ok)
+        ]
+        cands.sort(key=lambda c: (-c.score, c.key))
+        if not cands:
+            return Description(fid, None, {"n_reports": k, "reason": "nothing over-represented"})
+        chosen = next((c for c in cands[: self.cfg.shortlist] if self._carries_finding(c.key)), None)
+        if chosen is None:  # no condition: a statement about the chest ("lungs are clear", "sternotomy")
+            chosen = next((c for c in cands if _RADIOLOGY.search(c.key)), None)
+        if chosen is None:
+            return Description(fid, None, {"n_reports": k, "reason": "no statement about the chest over-represented"})
+        info = {
+            "n_reports": k,
+            "support": chosen.support,
+            "corpus_count": chosen.corpus_count,
+            "corpus_size": n,
+            "log_ratio": round(chosen.log_ratio, 4),
+        }
+        return Description(fid, truncate_words(chosen.key, self.cfg.max_words), info)
+
+    def _carries_finding(self, key: str) -> bool:
+        hit = self._label_cache.get(key)
+        if hit is None:
+            labels = self.labeler(key)
+            hit = any(v is not None and v == v for c, v in labels.items() if c not in _IGNORED)
+            self._label_cache[key] = hit
+        return hit

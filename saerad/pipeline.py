@@ -1,0 +1,221 @@
+"""The inference pipeline: X-ray -> class token -> SAE features -> grounded report.
+
+:class:`Reporter` loads a bundle and its encoder once and then reports any number of images; the
+CLI, the service and the evaluation runner all go through it so a report means the same everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+
+from saerad.bundle import Bundle
+from saerad.errors import BundleError, ConfigError
+from saerad.report.composer import Composition, Labeler, compose, default_labeler
+from saerad.report.schema import GroundedReport, ImageInfo
+from saerad.report.select import FeatureSelector
+
+if TYPE_CHECKING:
+    from saerad.encoders.base import ClassTokenEncoder
+    from saerad.imaging import XRay
+    from saerad.report.llm_composer import LLMSettings
+
+log = logging.getLogger(__name__)
+
+ComposerName = Literal["deterministic", "llm"]
+
+
+class Reporter:
+    """A loaded bundle + encoder that turns X-rays into :class:`GroundedReport` objects."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        encoder: ClassTokenEncoder,
+        *,
+        composer: ComposerName = "deterministic",
+        llm_settings: LLMSettings | None = None,
+        labeler: Labeler | None = None,
+    ) -> None:
+        if composer not in ("deterministic", "llm"):
+            raise ConfigError(f"unknown composer {composer!r}; choose deterministic or llm")
+        if int(encoder.dim) != int(bundle.sae.cfg.d_in):
+            raise BundleError(
+                f"encoder {encoder.spec!r} gives {encoder.dim}-d class tokens but the bundle's SAE "
+                f"expects {bundle.sae.cfg.d_in}"
+            )
+        self.bundle = bundle
+        self.encoder = encoder
+        self.composer = composer
+        self.llm_settings = llm_settings
+        self.labeler = labeler or default_labeler()
+        self.selector = FeatureSelector.from_parts(bundle.dictionary, bundle.sae)
+        self.defaults = bundle.manifest.report
+
+    @classmethod
+    def from_bundle(
+        cls,
+        path: str | os.PathLike | None = None,
+        device: str = "cpu",
+        *,
+        composer: ComposerName = "deterministic",
+        llm_settings: LLMSettings | None = None,
+    ) -> Reporter:
+        """Load the bundle at ``path`` (``None``: the embedded default) and its encoder."""
+        from saerad.encoders import load_encoder
+
+        bundle = Bundle.load(path, device=device)
+        encoder = load_encoder(bundle.encoder_spec, device=device)
+        _check_preprocessing(bundle, encoder)
+        return cls(bundle, encoder, composer=composer, llm_settings=llm_settings)
+
+    # ------------------------------------------------------------------ single image
+    def report(
+        self,
+        image: str | os.PathLike | bytes | XRay,
+        *,
+        top_k: int | None = None,
+        threshold: float | None = None,
+        localize: bool = False,
+        usable_only: bool | None = None,
+    ) -> GroundedReport:
+        """Report one X-ray (path, file bytes or a decoded :class:`~saerad.imaging.XRay`)."""
+        if localize and self.bundle.diffusion_dir is None:
+            raise ConfigError(
+                f"bundle {self.bundle.manifest.name!r} has no diffusion model, so it cannot localise "
+                "sentences; report without --localize or use a bundle with a diffusion model"
+            )
+        timings: dict[str, float] = {}
+        t_start = time.perf_counter()
+        xray = self._decode(image)
+        timings["decode"] = _ms(t_start)
+        t = time.perf_counter()
+        token = self.encoder.encode_images([xray.pixels])
+        timings["encode"] = _ms(t)
+        t = time.perf_counter()
+        with torch.inference_mode():
+            f = self.bundle.sae.encode(token.to(self.bundle.sae.W_enc.device)).float().cpu().numpy()[0]
+        timings["sae"] = _ms(t)
+        report = self._compose(f, top_k=top_k, threshold=threshold, usable_only=usable_only, timings=timings)
+        report.image = ImageInfo(
+            height=int(xray.original_size[0]), width=int(xray.original_size[1]), source_format=xray.source_format
+        )
+        if localize:
+            from saerad.diffusion.localize import localize_report
+
+            t = time.perf_counter()
+            report = localize_report(report, xray, self)
+            timings["localize"] = _ms(t)
+        timings["total"] = _ms(t_start)
+        report.timings_ms = {k: round(v, 3) for k, v in timings.items()}
+        log.debug("reported one image in %.1f ms (%d sentences)", timings["total"], len(report.findings))
+        return report
+
+    # ------------------------------------------------------------------ batches of class tokens
+    def features(self, tokens: torch.Tensor) -> np.ndarray:
+        """SAE activations ``(B, d_sae)`` of raw class tokens ``(B, d_in)``."""
+        with torch.inference_mode():
+            return self.bundle.sae.encode(tokens.to(self.bundle.sae.W_enc.device)).float().cpu().numpy()
+
+    def report_tokens(
+        self,
+        tokens: torch.Tensor,
+        *,
+        top_k: int | None = None,
+        threshold: float | None = None,
+        usable_only: bool | None = None,
+    ) -> list[GroundedReport]:
+        """Reports for precomputed class tokens (evaluation runs reuse stored embeddings)."""
+        return [
+            self._compose(row, top_k=top_k, threshold=threshold, usable_only=usable_only, timings={})
+            for row in self.features(tokens)
+        ]
+
+    def report_features(
+        self,
+        activations: np.ndarray,
+        *,
+        top_k: int | None = None,
+        threshold: float | None = None,
+        usable_only: bool | None = None,
+    ) -> GroundedReport:
+        """A report from one row of SAE activations (e.g. after an intervention)."""
+        return self._compose(
+            np.asarray(activations), top_k=top_k, threshold=threshold, usable_only=usable_only, timings={}
+        )
+
+    def warm_up(self) -> None:
+        """Run one synthetic image through every stage so the first real request is not slow."""
+        from saerad.imaging import XRay
+
+        pixels = np.full((256, 256), 0.5, dtype=np.float32)
+        self.report(XRay(pixels=pixels, original_size=(256, 256), source_format="png"))
+
+    # ------------------------------------------------------------------ internals
+    def _decode(self, image) -> XRay:
+        from saerad.imaging import XRay, load_xray
+
+        return image if isinstance(image, XRay) else load_xray(image)
+
+    def _compose(
+        self,
+        f: np.ndarray,
+        *,
+        top_k: int | None,
+        threshold: float | None,
+        usable_only: bool | None,
+        timings: dict[str, float],
+    ) -> GroundedReport:
+        top_k = self.defaults.top_k if top_k is None else top_k
+        threshold = self.defaults.threshold if threshold is None else threshold
+        usable_only = self.defaults.usable_only if usable_only is None else usable_only
+        if top_k is not None and top_k < 0:
+            raise ConfigError("top_k must be >= 0")
+        t = time.perf_counter()
+        selection = self.selector.select(f, top_k=top_k, threshold=threshold, usable_only=usable_only)
+        composition = compose(selection.chosen, labeler=self.labeler)
+        if self.composer == "llm":
+            composition = self._rephrase(composition)
+        timings["compose"] = _ms(t)
+        return GroundedReport(
+            findings=composition.sentences,
+            features=selection.active,
+            bundle=self.bundle.info(),
+            composer=composition.composer,
+            notes=composition.notes,
+        )
+
+    def _rephrase(self, composition: Composition) -> Composition:
+        from saerad.report.llm_composer import rephrase
+
+        return rephrase(composition, settings=self.llm_settings, labeler=self.labeler)
+
+
+def _check_preprocessing(bundle: Bundle, encoder: ClassTokenEncoder) -> None:
+    """Refuse an encoder whose preprocessing differs from the one the SAE was trained behind."""
+    expected = bundle.manifest.encoder.describe.get("preprocessing")
+    try:
+        actual = encoder.describe().get("preprocessing")
+    except Exception:  # noqa: BLE001 - describe() is informational; never block on it
+        return
+    if expected is not None and actual is not None and _jsonable(expected) != _jsonable(actual):
+        raise BundleError(
+            f"encoder {encoder.spec!r} preprocesses images differently from the encoder this bundle "
+            "was built with; its features would not mean what the dictionary says"
+        )
+
+
+def _jsonable(value):
+    import json
+
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+

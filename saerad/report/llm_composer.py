@@ -1,0 +1,153 @@
+"""Optional LLM composer: rephrases the deterministic findings, and may do nothing else.
+
+Any OpenAI-compatible chat endpoint works (OpenAI, vLLM, Ollama, llama.cpp server) through the
+``openai`` client. The model sees the numbered deterministic sentences and must return JSON
+sentences, each naming the numbered sentences it rephrases. The reply is accepted only if
+
+- it parses and validates (pydantic),
+- every numbered sentence is used and no unknown number is cited,
+- the rule labeller's findings of the reply (condition, polarity) are a subset of those of the input.
+
+Otherwise the deterministic composition is returned with a note saying why: an LLM must never be the
+reason a finding appears in a report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from saerad.report.composer import Composition, Labeler, default_labeler
+from saerad.report.schema import FeatureRef, Sentence
+
+log = logging.getLogger(__name__)
+
+SYSTEM_PROMPT = (
+    "You are editing the findings section of a chest X-ray report. You receive numbered sentences. "
+    "Rewrite them into fluent radiology prose. You may merge sentences, reorder them and change "
+    "wording. You must not add any finding, location, laterality, severity or negation that the "
+    "numbered sentences do not state, and you must not leave any of them out. Reply with JSON only: "
+    '{"sentences": [{"text": "<sentence>", "sources": [<numbers of the input sentences it states>]}]}'
+)
+
+
+class LLMSettings(BaseSettings):
+    """Endpoint settings, from ``SAERAD_LLM_*`` environment variables (shared with the describer)."""
+
+    model_config = SettingsConfigDict(env_prefix="SAERAD_LLM_", extra="ignore")
+
+    base_url: str | None = None
+    model: str | None = None
+    api_key: str = "not-needed"
+    timeout: float = 60.0
+    max_retries: int = 2
+
+
+class _ReplySentence(BaseModel):
+    text: str = Field(min_length=1)
+    sources: list[int] = Field(min_length=1)
+
+
+class _Reply(BaseModel):
+    sentences: list[_ReplySentence] = Field(min_length=1)
+
+
+class RejectedRewrite(Exception):
+    """The LLM reply broke a rule; the message says which (no report text in it)."""
+
+
+def findings_of(texts: list[str], labeler: Labeler) -> set[tuple[str, int]]:
+    """(condition, polarity) pairs the labeller finds in ``texts``, No Finding aside."""
+    found: set[tuple[str, int]] = set()
+    for text in texts:
+        for condition, value in labeler(text).items():
+            if condition != "No Finding" and value is not None and value == value:
+                found.add((condition, int(value)))
+    return found
+
+
+def rephrase(
+    composition: Composition,
+    *,
+    settings: LLMSettings | None = None,
+    labeler: Labeler | None = None,
+    client=None,
+) -> Composition:
+    """Rephrase ``composition`` with an LLM; on any failure return it unchanged, with a note."""
+    if not composition.sentences:
+        return composition
+    settings = settings or LLMSettings()
+    labeler = labeler or default_labeler()
+    try:
+        if client is None:
+            client = _client(settings)
+        reply = _ask(client, settings, [s.text for s in composition.sentences])
+        sentences = _check(reply, composition.sentences, labeler)
+    except RejectedRewrite as exc:
+        log.warning("LLM composer output rejected: %s", exc)
+        return Composition(
+            sentences=composition.sentences,
+            notes=[*composition.notes, f"LLM rewrite rejected ({exc}); deterministic text used"],
+            composer="deterministic (llm fallback)",
+        )
+    return Composition(sentences=sentences, notes=composition.notes, composer=f"llm:{settings.model}")
+
+
+def _client(settings: LLMSettings):
+    if not settings.base_url or not settings.model:
+        raise RejectedRewrite("SAERAD_LLM_BASE_URL and SAERAD_LLM_MODEL are not set")
+    import openai
+
+    return openai.OpenAI(
+        base_url=settings.base_url,
+        api_key=settings.api_key,
+        timeout=settings.timeout,
+        max_retries=settings.max_retries,
+    )
+
+
+def _ask(client, settings: LLMSettings, texts: list[str]) -> _Reply:
+    numbered = "\n".join(f"{i + 1}. {t}" for i, t in enumerate(texts))
+    try:
+        response = client.chat.completions.create(
+            model=settings.model or "default",
+            temperature=0,
+            messages=[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": numbered}],
+        )
+        content = response.choices[0].message.content or ""
+    except Exception as exc:  # the endpoint is optional: any transport or API error means fall back
+        raise RejectedRewrite(f"endpoint error: {type(exc).__name__}") from exc
+    match = re.search(r"\{.*\}", content, flags=re.DOTALL)
+    if match is None:
+        raise RejectedRewrite("reply holds no JSON object")
+    try:
+        return _Reply.model_validate(json.loads(match.group(0)))
+    except (json.JSONDecodeError, ValidationError) as exc:
+        raise RejectedRewrite(f"reply does not match the schema: {type(exc).__name__}") from exc
+
+
+def _check(reply: _Reply, originals: list[Sentence], labeler: Labeler) -> list[Sentence]:
+    n = len(originals)
+    cited = {i for s in reply.sentences for i in s.sources}
+    if not cited <= set(range(1, n + 1)):
+        raise RejectedRewrite("reply cites sentence numbers that do not exist")
+    if cited != set(range(1, n + 1)):
+        raise RejectedRewrite("reply leaves input sentences out")
+    allowed = findings_of([s.text for s in originals], labeler)
+    produced = findings_of([s.text for s in reply.sentences], labeler)
+    if not produced <= allowed:
+        extra = sorted(f"{c} ({v})" for c, v in produced - allowed)
+        raise RejectedRewrite(f"labeller finds statements not in the descriptions: {', '.join(extra)}")
+    return [Sentence(text=" ".join(s.text.split()), features=_merge(originals, s.sources)) for s in reply.sentences]
+
+
+def _merge(originals: list[Sentence], sources: list[int]) -> list[FeatureRef]:
+    refs: dict[int, FeatureRef] = {}
+    for i in sources:
+        for ref in originals[i - 1].features:
+            refs.setdefault(ref.id, ref)
+    return sorted(refs.values(), key=lambda f: -f.activation)

@@ -1,0 +1,97 @@
+"""The grounded report: the one output type of report generation (design notes §4).
+
+Its ``findings`` items are a superset of the MAIRA-2 / RadFact grounded-report item
+``{"text": str, "boxes": [{"x_min", "y_min", "x_max", "y_max"}] | null}`` (coordinates 0..1 of the
+original image), so tools written for those formats read ``to_radfact()`` or even the raw JSON;
+our own keys (``features``, ``heatmap``) keep every sentence traceable to the SAE features behind it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = "1"
+
+
+class Box(BaseModel):
+    """An axis-aligned box, normalised to 0..1 of the original image (x = column, y = row)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    x_min: float = Field(ge=0.0, le=1.0)
+    y_min: float = Field(ge=0.0, le=1.0)
+    x_max: float = Field(ge=0.0, le=1.0)
+    y_max: float = Field(ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Box:
+        if self.x_min > self.x_max or self.y_min > self.y_max:
+            raise ValueError("box needs x_min <= x_max and y_min <= y_max")
+        return self
+
+
+class FeatureRef(BaseModel):
+    """One SAE feature as used by a report: its id, its activation on this image, its description.
+
+    ``score`` (held-out AUROC of the description) and ``usable`` come from the feature dictionary so
+    a reader can see why a feature did or did not make it into the findings.
+    """
+
+    id: int = Field(ge=0)
+    activation: float
+    description: str = ""
+    score: float | None = None
+    usable: bool = True
+
+
+class Sentence(BaseModel):
+    """One findings sentence; ``boxes`` and ``heatmap`` stay null until localisation fills them."""
+
+    text: str
+    boxes: list[Box] | None = None
+    features: list[FeatureRef]
+    heatmap: str | None = None  # PNG path or data URI
+
+
+class ImageInfo(BaseModel):
+    """What the decoder saw: boxes are relative to this size."""
+
+    height: int
+    width: int
+    source_format: str | None = None
+
+
+class GroundedReport(BaseModel):
+    """Findings sentences with their features, all active features, and provenance.
+
+    ``research_use_only`` is always true: no model here is a medical device. ``notes`` says what the
+    composer did that a reader should know (e.g. an LLM rewrite rejected and replaced by the
+    deterministic text); it never repeats report text.
+    """
+
+    schema_version: str = SCHEMA_VERSION
+    findings: list[Sentence]
+    features: list[FeatureRef]
+    bundle: dict[str, Any] = Field(default_factory=dict)
+    research_use_only: bool = True
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    composer: str = "deterministic"
+    notes: list[str] = Field(default_factory=list)
+    image: ImageInfo | None = None
+
+    def text(self) -> str:
+        """The findings section as plain text, one paragraph."""
+        return " ".join(s.text.strip() for s in self.findings if s.text.strip())
+
+    def to_radfact(self) -> list[dict[str, Any]]:
+        """The MAIRA-2 / RadFact grounded form: ``[{"text", "boxes"}]`` and nothing else."""
+        return [
+            {"text": s.text, "boxes": None if s.boxes is None else [b.model_dump() for b in s.boxes]}
+            for s in self.findings
+        ]
+
+    @property
+    def feature_ids(self) -> list[int]:
+        return [f.id for f in self.features]

@@ -1,0 +1,155 @@
+"""The FastAPI application: ``create_app(settings)``, for uvicorn and for tests.
+
+The Reporter (encoder + SAE + dictionary, and the diffusion model when the bundle has one) is loaded
+once per process in the lifespan, then warmed up in the background: ``/healthz`` answers as soon as
+the process serves, ``/readyz`` only after the first synthetic image went through the model, so a
+load balancer never sends traffic to a replica that would answer its first request slowly.
+
+Inference runs in a dedicated pool of ``inference_threads`` threads, never on the event loop. One
+thread is the default: torch already spreads one image over every core, so two images at once on a
+2-core machine only fight for the same cores (measured in bench/bench_service_load.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.cors import CORSMiddleware
+
+import saerad
+from saerad.service.errors import install_error_handlers
+from saerad.service.jobs import JobRunner, JobStore
+from saerad.service.logs import configure_logging
+from saerad.service.middleware import ApiKeyMiddleware, BodySizeLimitMiddleware, RequestContextMiddleware
+from saerad.service.routes import router
+from saerad.service.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from saerad.pipeline import Reporter
+
+log = logging.getLogger("saerad.service")
+T = TypeVar("T")
+
+DESCRIPTION = (
+    "Grounded chest X-ray findings from sparse-autoencoder features of a vision transformer's class "
+    "token. **Research use only: not a medical device.** Upload one image as the `file` part of a "
+    "multipart body; options are query parameters. Errors are `{\"error\": {\"code\", \"message\"}}`."
+)
+
+
+class ServiceState:
+    """Everything a request handler needs, built once per process in the lifespan."""
+
+    def __init__(self, settings: ServiceSettings, reporter: Reporter, store: JobStore, runner: JobRunner) -> None:
+        self.settings = settings
+        self.reporter = reporter
+        self.store = store
+        self.runner = runner
+        self.ready = threading.Event()
+        self.executor = ThreadPoolExecutor(max_workers=settings.inference_threads, thread_name_prefix="saerad-infer")
+        bundle = reporter.bundle
+        dictionary = bundle.dictionary
+        # Report text of the top images never leaves the server, even if a bundle carries it.
+        self.dictionary = dictionary.without_report_text() if hasattr(dictionary, "without_report_text") else dictionary
+        self.n_features = int(bundle.sae.cfg.d_sae)
+        self.has_diffusion = getattr(bundle, "diffusion_dir", None) is not None
+        self.bundle_info: dict[str, Any] = bundle.info() if hasattr(bundle, "info") else {}
+
+    async def run_inference(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn`` in the inference pool, keeping the request's context (request id for logs)."""
+        ctx = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, lambda: ctx.run(fn, *args, **kwargs))
+
+    def warm_up(self) -> None:
+        """Two synthetic images through the whole report path (the first call pays one-off costs)."""
+        from saerad.imaging import XRay
+
+        try:
+            t0 = time.perf_counter()
+            yy, xx = np.mgrid[0:512, 0:512].astype(np.float32) / 511.0
+            pixels = (0.25 + 0.5 * np.sin(np.pi * xx) * (0.5 + 0.5 * yy)).astype(np.float32)
+            xray = XRay(pixels=pixels, original_size=(512, 512), source_format="png")
+            if self.settings.warmup:
+                for _ in range(2):
+                    self.executor.submit(self.reporter.report, xray).result()
+            self.ready.set()
+            log.info("ready (warm-up %.0f ms)", (time.perf_counter() - t0) * 1000.0)
+        except Exception:
+            log.exception("warm-up failed; /readyz stays 503")
+
+    def close(self) -> None:
+        self.runner.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.store.close()
+
+
+def _load_reporter(settings: ServiceSettings) -> Reporter:
+    from saerad.pipeline import Reporter
+
+    t0 = time.perf_counter()
+    reporter = Reporter.from_bundle(settings.bundle, device=settings.device)
+    log.info("bundle loaded in %.1f s", time.perf_counter() - t0)
+    return reporter
+
+
+def create_app(settings: ServiceSettings | None = None, *, reporter: Reporter | None = None) -> FastAPI:
+    """Build the app. ``reporter`` lets tests share one loaded model between app instances."""
+    settings = settings or ServiceSettings()
+    configure_logging(settings.log_level, settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loaded = reporter if reporter is not None else await run_in_threadpool(_load_reporter, settings)
+        store = await run_in_threadpool(lambda: JobStore(settings.job_db, replica_id=settings.replica_id))
+        runner = JobRunner(store, workers=settings.job_workers, queue_size=settings.queue_size,
+                           ttl_s=settings.job_ttl_s, stale_s=settings.job_stale_s)
+        state = ServiceState(settings, loaded, store, runner)
+        app.state.saerad = state
+        threading.Thread(target=state.warm_up, name="saerad-warmup", daemon=True).start()
+        try:
+            yield
+        finally:
+            state.close()
+
+    app = FastAPI(
+        title="saerad",
+        version=saerad.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(router)
+
+    # add_middleware wraps the current stack, so the last one added is the outermost.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    key = settings.api_key_bytes()
+    if key is not None:
+        app.add_middleware(ApiKeyMiddleware, key=key)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["X-API-Key", "Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Location", "Retry-After"],
+        )
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory (``saerad.service.app:app_from_env``) used by ``saerad serve --workers N``."""
+    return create_app(ServiceSettings())

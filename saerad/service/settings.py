@@ -1,0 +1,93 @@
+"""Service settings, read from ``SAERAD_*`` environment variables (pydantic-settings).
+
+Everything an operator may need to change per deployment lives here, so the same container image runs
+on a laptop and behind a load balancer; nothing is read from the environment anywhere else in the
+service. The README and ``docs/deployment.md`` list the variables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Settings of one service process. Field ``x`` is read from ``SAERAD_X``."""
+
+    model_config = SettingsConfigDict(env_prefix="SAERAD_", extra="ignore", frozen=True)
+
+    # --- model -------------------------------------------------------------------------------
+    bundle: str | None = Field(None, description="Bundle directory; unset = the embedded default bundle.")
+    device: str = Field("cpu", description="Torch device of the encoder, SAE and diffusion model.")
+    warmup: bool = Field(True, description="Run one synthetic image through the model before /readyz is ok.")
+
+    # --- security ----------------------------------------------------------------------------
+    api_key: SecretStr | None = Field(
+        None, description="If set, every /v1 request needs header X-API-Key (or Authorization: Bearer)."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated allowed CORS origins; empty = CORS closed."
+    )
+
+    # --- input limits ------------------------------------------------------------------------
+    max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Request bodies above this get 413.")
+    max_image_pixels: int | None = Field(
+        None, gt=0, description="Decoded images above this many pixels get 413; unset = imaging default."
+    )
+
+    # --- concurrency -------------------------------------------------------------------------
+    workers: int = Field(1, ge=1, description="uvicorn worker processes (saerad serve --workers).")
+    inference_threads: int = Field(
+        1,
+        ge=1,
+        description="Reports computed at once per process. Torch already spreads one image over all "
+        "cores, so 1 is fastest on small CPUs; raise it on GPUs.",
+    )
+    job_workers: int = Field(1, ge=1, description="Localisation/intervention jobs run at once per process.")
+    queue_size: int = Field(8, ge=0, description="Jobs waiting (not yet running) per process before 429.")
+
+    # --- jobs --------------------------------------------------------------------------------
+    job_db: Path = Field(Path("saerad-jobs.sqlite3"), description="SQLite file of job states and results.")
+    job_ttl_s: float = Field(
+        24 * 3600.0, gt=0, description="Finished jobs (and their images) are deleted after this long."
+    )
+    job_stale_s: float = Field(
+        6 * 3600.0, gt=0, description="Unfinished jobs older than this are reported failed (their process died)."
+    )
+    replica_id: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9-]{0,30}$",
+        description="Names this replica: prefixes job ids (path-based routing of /v1/jobs) and tags its jobs.",
+    )
+    localize_steps: int = Field(50, ge=1, le=1000, description="DDIM steps of report localisation jobs.")
+    intervention_steps: int = Field(50, ge=1, le=1000, description="Default DDIM steps of interventions.")
+    max_intervention_steps: int = Field(200, ge=1, le=1000, description="Upper bound a client may ask for.")
+
+    # --- logging -----------------------------------------------------------------------------
+    log_level: str = Field("INFO", description="Level of the JSON logs.")
+    log_json: bool = Field(True, description="One JSON object per log line (false: plain text).")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        # A comma-separated env var is friendlier than JSON for a list of URLs.
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return value
+
+    def api_key_bytes(self) -> bytes | None:
+        """The key as bytes for :func:`hmac.compare_digest`; ``None`` when auth is off."""
+        if self.api_key is None or not self.api_key.get_secret_value():
+            return None
+        return self.api_key.get_secret_value().encode("utf-8")

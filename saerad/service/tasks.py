@@ -1,0 +1,167 @@
+"""The work behind the job endpoints: localised reports and interventions, as JobOutputs.
+
+Each function runs in a job thread with the decoded X-ray held in memory, and turns the diffusion
+stage's results into what the job store keeps: a JSON result whose image references are links to
+``/v1/jobs/{id}/...png`` and the PNG bytes as artifacts. Heatmaps come back from the diffusion stage
+as a PNG path or a ``data:`` URI; both are read into the store so the result outlives temp files.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from saerad.errors import SaeradError
+from saerad.service.jobs import Artifact, JobOutput
+
+if TYPE_CHECKING:
+    from saerad.imaging import XRay
+    from saerad.pipeline import Reporter
+
+log = logging.getLogger("saerad.service.tasks")
+
+
+def job_link(job_id: str, name: str) -> str:
+    return f"/v1/jobs/{job_id}/{name}.png"
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """float [0,1] gray (H,W) or RGB(A) (H,W,C) array, or uint8 -> PNG bytes."""
+    from PIL import Image
+
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # CHW -> HWC
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.dtype != np.uint8:
+        arr = (np.clip(np.nan_to_num(arr.astype(np.float32)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def heatmap_bytes(ref: Any) -> bytes | None:
+    """A heatmap as PNG bytes from a data URI, a file path, raw bytes or an array."""
+    if ref is None:
+        return None
+    if isinstance(ref, (bytes, bytearray)):
+        return bytes(ref)
+    if isinstance(ref, np.ndarray):
+        return png_bytes(ref)
+    if hasattr(ref, "save") and hasattr(ref, "mode"):  # a PIL image
+        buf = io.BytesIO()
+        ref.save(buf, format="PNG")
+        return buf.getvalue()
+    text = str(ref)
+    if text.startswith("data:"):
+        _, _, payload = text.partition(",")
+        return base64.b64decode(payload)
+    path = Path(text)
+    if path.is_file():
+        return path.read_bytes()
+    raise SaeradError("the localisation produced a heatmap reference that cannot be read", code="bad_heatmap")
+
+
+def localized_report(job_id: str, reporter: Reporter, xray: XRay, *, top_k: int | None, threshold: float | None,
+                     steps: int, fmt: str, device: str | None = None) -> JobOutput:
+    """Report + per-sentence localisation (``localize_report``) with heatmaps stored as artifacts."""
+    from saerad.diffusion.localize import localize_report
+
+    t0 = time.perf_counter()
+    report = reporter.report(xray, top_k=top_k, threshold=threshold)
+    report = localize_report(report, xray, reporter, steps=steps, device=device)
+    artifacts: list[Artifact] = []
+    links: list[str | None] = []
+    for sentence in report.findings:
+        data = heatmap_bytes(sentence.heatmap)
+        if data is None:
+            links.append(None)
+            continue
+        name = f"heatmaps/{len(artifacts)}"
+        artifacts.append(Artifact(name=name, data=data))
+        sentence.heatmap = job_link(job_id, name)
+        links.append(sentence.heatmap)
+    report.timings_ms["job_total"] = round((time.perf_counter() - t0) * 1000.0, 1)
+    result: dict[str, Any] = {
+        "report": report.model_dump(mode="json"),
+        "heatmaps": [link for link in links if link is not None],
+    }
+    if fmt == "text":
+        result["text"] = report.text()
+    elif fmt == "fhir":
+        from saerad.report.fhir import to_fhir
+
+        result["fhir"] = to_fhir(report, report_id=job_id)
+    return JobOutput(result=result, artifacts=artifacts)
+
+
+def intervention(job_id: str, reporter: Reporter, xray: XRay, *, features: list[int], mode: str,
+                 strength: float, steps: int, device: str | None = None) -> JobOutput:
+    """Original, reconstruction, one counterfactual + map overlay + boxes per feature, and metrics."""
+    from saerad.diffusion.intervene import run_intervention
+    from saerad.diffusion.maps import overlay
+
+    t0 = time.perf_counter()
+    res = run_intervention(xray, features, mode=mode, strength=strength, bundle=reporter.bundle,
+                           encoder=reporter.encoder, steps=steps, device=device)
+    artifacts: list[Artifact] = []
+
+    def store(name: str, image: Any) -> str:
+        artifacts.append(Artifact(name=name, data=heatmap_bytes(image) or b""))
+        return job_link(job_id, name)
+
+    edits = []
+    for k, feature_id in enumerate(features):
+        try:
+            description = reporter.bundle.dictionary.get(feature_id).description
+        except (KeyError, SaeradError):
+            description = None
+        picture = overlay(xray.pixels, res.heatmaps[k], res.boxes[k], max_side=512)
+        edits.append({
+            "feature": feature_id,
+            "description": description,
+            "activation": _jsonable(res.activations.get(feature_id)),
+            "counterfactual": store(f"images/counterfactual-{k}", res.counterfactuals[k]),
+            "heatmap": store(f"heatmaps/{k}", picture),
+            "boxes": _jsonable(res.boxes[k]),
+        })
+    result = {
+        "mode": mode,
+        "strength": strength,
+        "steps": steps,
+        "images": {
+            "original": store("images/original", res.original),
+            "reconstruction": store("images/reconstruction", res.reconstruction),
+        },
+        "edits": edits,
+        "metrics": _jsonable(res.metrics),
+        "timings_ms": {"job_total": round((time.perf_counter() - t0) * 1000.0, 1)},
+        "research_use_only": True,
+    }
+    return JobOutput(result=result, artifacts=artifacts)
+
+
+def _jsonable(value: Any) -> Any:
+    """Boxes/metrics as plain JSON (numpy scalars, pydantic models, dataclasses, tuples)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: _jsonable(getattr(value, k)) for k in value.__dataclass_fields__}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return str(value)

@@ -1,0 +1,61 @@
+"""`saerad report` on a tiny bundle: text, json (grounded schema) and fhir output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from report_builders import build_tiny_bundle, random_xray_png
+from typer.testing import CliRunner
+
+import saerad.cli.build  # noqa: F401 - registers `build` (two commands keep typer in group mode)
+import saerad.cli.report  # noqa: F401 - registers `report`
+from saerad.cli import app
+from saerad.errors import BundleError
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    bundle = build_tiny_bundle(root / "bundle")
+    images = [random_xray_png(root / f"x{i}.png", seed=i) for i in range(2)]
+    return bundle, images
+
+
+def _run(*args):
+    result = CliRunner().invoke(app, ["report", *map(str, args)])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def test_text_output(setup):
+    bundle, images = setup
+    result = _run(images[0], "--bundle", bundle)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("FINDINGS (research use only")
+    assert "bundle tiny v1" in result.stdout
+
+
+def test_json_output_one_and_many(setup):
+    bundle, images = setup
+    one = json.loads(_run(images[0], "--bundle", bundle, "--format", "json", "--top-k", "3").stdout)
+    assert one["research_use_only"] is True and one["bundle"]["name"] == "tiny"
+    assert len({f["id"] for s in one["findings"] for f in s["features"]}) <= 3
+    assert all(s["boxes"] is None for s in one["findings"])
+    many = json.loads(_run(*images, "--bundle", bundle, "--format", "json").stdout)
+    assert isinstance(many, list) and len(many) == 2
+
+
+def test_fhir_output(setup):
+    bundle, images = setup
+    resource = json.loads(_run(images[0], "--bundle", bundle, "--format", "fhir").stdout)
+    assert resource["resourceType"] == "DiagnosticReport" and resource["status"] == "preliminary"
+    collection = json.loads(_run(*images, "--bundle", bundle, "--format", "fhir").stdout)
+    assert collection["resourceType"] == "Bundle" and len(collection["entry"]) == 2
+
+
+def test_bad_bundle_raises_bundle_error(setup, tmp_path):
+    _, images = setup
+    with pytest.raises(BundleError):
+        _run(images[0], "--bundle", tmp_path)

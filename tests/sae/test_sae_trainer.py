@@ -1,0 +1,101 @@
+"""Training end to end: recovery of a known sparse dictionary, exact resume, schedules, export."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from saerad.sae.data import ResidentBatches
+from saerad.sae.metrics import dictionary_recovery, evaluate_sae
+from saerad.sae.model import GatedSAE
+from saerad.sae.trainer import SAETrainer, TrainConfig, input_scale_for
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny GEMMs: one thread avoids OpenMP oversubscription on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def sparse_dictionary_data(n: int, *, d=32, m_true=128, k=5, seed=1):
+    """x = sum of k of m_true unit directions with magnitudes in [0.5, 1.5], plus a constant offset."""
+    gen = torch.Generator().manual_seed(seed)
+    dirs = torch.randn(m_true, d, generator=gen)
+    dirs /= dirs.norm(dim=1, keepdim=True)
+
+    def draw(count: int) -> torch.Tensor:
+        idx = torch.rand(count, m_true, generator=gen).argsort(1)[:, :k]
+        mags = torch.rand(count, k, generator=gen) + 0.5
+        return torch.zeros(count, m_true).scatter_(1, idx, mags) @ dirs + 0.3
+
+    return dirs, draw(n), draw(2000)
+
+
+def test_recovers_known_sparse_dictionary():
+    dirs, train, held_out = sparse_dictionary_data(20_000)
+    cfg = TrainConfig(steps=2000, batch_size=256, lr=3e-3, lam=3.0, log_every=100)
+    trainer = SAETrainer.create(train, 128, cfg)
+    trainer.fit(ResidentBatches(train, cfg.batch_size), progress=False)
+    sae = trainer.export()
+    metrics = evaluate_sae(sae, held_out)
+    recovery = dictionary_recovery(sae.W_dec, dirs)
+    assert recovery["true_to_learned"] >= 0.9, recovery
+    assert 3.5 <= metrics.l0 <= 6.5, metrics  # the true L0 is 5
+    assert metrics.explained_variance > 0.6, metrics
+    assert any(rec["sparse_step"] for rec in trainer.state.history)  # the sparse step took over
+
+
+def small_run_cfg(**kw) -> TrainConfig:
+    base = dict(steps=40, batch_size=32, lr=3e-3, lam=1.0, log_every=5, checkpoint_every=10, dead_window_steps=5)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("sparse_max_l0", [None, 64.0])
+def test_resume_is_exact(tmp_path, sparse_max_l0):
+    _, data, _ = sparse_dictionary_data(300, d=16, m_true=48, k=3)
+    cfg = small_run_cfg(sparse_max_l0=sparse_max_l0)
+    straight = SAETrainer.create(data, 64, cfg)
+    straight.fit(ResidentBatches(data, cfg.batch_size, seed=cfg.seed), progress=False)
+
+    first = SAETrainer.create(data, 64, cfg)
+    batches = ResidentBatches(data, cfg.batch_size, seed=cfg.seed)
+    while first.state.step < 20:
+        first.train_step(next(batches))
+    first.save_checkpoint(tmp_path)
+    del first
+    resumed = SAETrainer.restore(SAETrainer.latest_checkpoint(tmp_path))
+    assert resumed.state.step == 20
+    resumed.fit(ResidentBatches(data, cfg.batch_size, seed=cfg.seed, start_step=20), checkpoint_root=tmp_path, progress=False)
+    for name, value in straight.sae.state_tensors().items():
+        assert torch.equal(value, resumed.sae.state_tensors()[name]), name
+    assert torch.equal(straight.last_fired, resumed.last_fired)
+    kept = sorted(p.name for p in tmp_path.glob("step-*"))
+    assert kept == ["step-000000030", "step-000000040"]
+
+
+def test_schedules():
+    trainer = SAETrainer.create(torch.randn(50, 4), 8, TrainConfig(steps=100, lam=2.0, lam_warmup_fraction=0.1, lr=1.0,
+                                                                   lr_warmup_steps=10, lr_decay_fraction=0.2))
+    assert trainer.lam_at(0) == 0.0 and trainer.lam_at(5) == pytest.approx(1.0) and trainer.lam_at(50) == 2.0
+    assert trainer.lr_at(0) == pytest.approx(0.1) and trainer.lr_at(50) == 1.0
+    assert trainer.lr_at(90) == pytest.approx(0.5) and trainer.lr_at(99) == pytest.approx(0.05)
+
+
+def test_export_acts_on_raw_tokens_like_training(tmp_path):
+    """Saved weights on raw class tokens reproduce the training-time (normalised) SAE."""
+    raw = torch.randn(200, 12) * 25 + 7  # class tokens are far from unit scale
+    trainer = SAETrainer.create(raw, 48, small_run_cfg(steps=30))
+    trainer.fit(ResidentBatches(raw, 32), progress=False)
+    s = trainer.input_scale
+    assert s == pytest.approx(input_scale_for(raw))
+    assert float((raw * s).pow(2).sum(1).mean()) == pytest.approx(12.0, rel=1e-4)
+    trainer.export().save(tmp_path)
+    loaded = GatedSAE.load(tmp_path)
+    with torch.no_grad():
+        f_train = trainer.sae.encode(raw * s)
+        torch.testing.assert_close(loaded.encode(raw), f_train, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(loaded(raw), trainer.sae(raw * s) / s, rtol=1e-4, atol=1e-4)
+    assert f_train.gt(0).any()

@@ -1,0 +1,152 @@
+"""Reporter: image -> encoder -> SAE -> selection -> composer -> GroundedReport, on a tiny bundle."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "report"))
+from report_builders import DESCRIPTIONS, UNUSABLE, build_tiny_bundle, random_xray_png  # noqa: E402
+
+from saerad.errors import BundleError, ConfigError, ImageDecodeError  # noqa: E402
+from saerad.pipeline import Reporter  # noqa: E402
+from saerad.report.schema import Box, GroundedReport  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory) -> Path:
+    return build_tiny_bundle(tmp_path_factory.mktemp("pipeline") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def reporter(bundle_dir) -> Reporter:
+    return Reporter.from_bundle(bundle_dir)
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory) -> Path:
+    return random_xray_png(tmp_path_factory.mktemp("img") / "x.png")
+
+
+def test_report_structure(reporter, image):
+    report = reporter.report(image)
+    assert isinstance(report, GroundedReport)
+    assert report.research_use_only is True
+    assert report.bundle["name"] == "tiny" and report.bundle["encoder"] == "hf:encoder"
+    assert {"decode", "encode", "sae", "compose", "total"} <= set(report.timings_ms)
+    assert report.image.height == 64 and report.image.width == 48 and report.image.source_format == "png"
+    assert report.features, "the tiny SAE fires on about half its features"
+    active = {f.id: f for f in report.features}
+    for sentence in report.findings:
+        assert sentence.boxes is None and sentence.heatmap is None
+        assert sentence.features
+        for ref in sentence.features:
+            assert ref.id in active and ref.usable and ref.id not in UNUSABLE
+            assert ref.activation == active[ref.id].activation > 0
+    finding_texts = {s.text for s in report.findings}
+    if {0, 1} <= set(active) or {7, 1} <= set(active):
+        assert "No pleural effusion." not in finding_texts
+    assert report.text() == " ".join(s.text for s in report.findings)
+
+
+def test_inputs_path_bytes_and_xray_agree(reporter, image):
+    from saerad.imaging import load_xray
+
+    a = reporter.report(image)
+    b = reporter.report(image.read_bytes())
+    c = reporter.report(load_xray(image))
+    assert a.findings == b.findings == c.findings
+    assert a.features == b.features == c.features
+
+
+def test_top_k_threshold_and_usable(reporter, image):
+    full = reporter.report(image, usable_only=False)
+    chosen = {f.id for s in full.findings for f in s.features}
+    described_active = {f.id for f in full.features if DESCRIPTIONS[f.id]}
+    assert chosen <= described_active
+    one = reporter.report(image, top_k=1)
+    assert len({f.id for s in one.findings for f in s.features}) <= 1
+    assert len(one.features) == len(full.features)  # top_k limits findings, not the feature list
+    none = reporter.report(image, threshold=1e9)
+    assert none.findings == [] and none.features == [] and none.text() == ""
+    with pytest.raises(ConfigError):
+        reporter.report(image, top_k=-1)
+
+
+def test_ranking_uses_decoder_norm_contribution(reporter, image):
+    report = reporter.report(image)
+    norms = reporter.bundle.sae.W_dec.detach().norm(dim=1)
+    contribution = [f.activation * float(norms[f.id]) for f in report.features]
+    assert contribution == sorted(contribution, reverse=True)
+
+
+def test_report_tokens_matches_single_image(reporter, image):
+    from saerad.imaging import load_xray
+
+    token = reporter.encoder.encode_images([load_xray(image).pixels])
+    [batch_report] = reporter.report_tokens(token)
+    assert batch_report.findings == reporter.report(image).findings
+    zero = reporter.report_features(np.zeros(reporter.bundle.sae.cfg.d_sae))
+    assert zero.findings == [] and zero.features == []
+
+
+def test_localize_needs_diffusion_model(reporter, image):
+    with pytest.raises(ConfigError, match="no diffusion model"):
+        reporter.report(image, localize=True)
+
+
+def test_localize_calls_diffusion_stage(bundle_dir, tmp_path, image, monkeypatch):
+    from saerad.bundle import update_bundle
+
+    diffusion = tmp_path / "unet"
+    diffusion.mkdir()
+    (diffusion / "config.json").write_text("{}")
+    with_diffusion = update_bundle(bundle_dir, diffusion_dir=diffusion, out=tmp_path / "with-diffusion")
+
+    calls = []
+
+    def fake_localize(report, xray, reporter):
+        calls.append((xray.original_size, reporter))
+        for sentence in report.findings:
+            sentence.boxes = [Box(x_min=0.1, y_min=0.1, x_max=0.5, y_max=0.5)]
+        return report
+
+    module = types.ModuleType("saerad.diffusion.localize")
+    module.localize_report = fake_localize
+    monkeypatch.setitem(sys.modules, "saerad.diffusion.localize", module)
+    reporter = Reporter.from_bundle(with_diffusion)
+    report = reporter.report(image, localize=True)
+    assert calls and calls[0][0] == (64, 48) and calls[0][1] is reporter
+    assert "localize" in report.timings_ms
+    assert all(s.boxes for s in report.findings)
+
+
+def test_encoder_mismatch_is_refused(reporter):
+    class WideEncoder:
+        spec, dim = "fake", reporter.encoder.dim + 1
+
+    with pytest.raises(BundleError, match="expects"):
+        Reporter(reporter.bundle, WideEncoder())
+
+
+def test_bad_image_and_llm_fallback(reporter, image, monkeypatch):
+    with pytest.raises(ImageDecodeError):
+        reporter.report(b"definitely not an image")
+    for key in ("SAERAD_LLM_BASE_URL", "SAERAD_LLM_MODEL"):
+        monkeypatch.delenv(key, raising=False)
+    llm = Reporter(reporter.bundle, reporter.encoder, composer="llm")
+    report = llm.report(image)
+    if report.findings:
+        assert report.composer == "deterministic (llm fallback)"
+        assert any("not set" in n for n in report.notes)
+    assert [s.text for s in report.findings] == [s.text for s in reporter.report(image).findings]
+
+
+def test_features_are_deterministic(reporter):
+    tokens = torch.randn(3, reporter.encoder.dim, generator=torch.Generator().manual_seed(1))
+    assert np.array_equal(reporter.features(tokens), reporter.features(tokens))
