@@ -34,10 +34,6 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-NORMAL_TEMPLATE = (
-    "The lungs are clear. No pleural effusion or pneumothorax. Heart size is normal. "
-    "No acute cardiopulmonary abnormality."
-)
 GOAL_LATENCY_MS = 300.0
 
 
@@ -54,6 +50,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--describer-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="extractive describer option, e.g. max_pvalue=0.05 (repeatable)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for the CV part (1 avoids oversubscription on a shared machine)")
+    p.add_argument("--latency-threads", type=int, default=2)
     p.add_argument("--latency-images", type=int, default=40)
     p.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "report_quality.json")
     return p.parse_args()
@@ -68,6 +68,14 @@ def find_embeddings(args) -> Path:
     sys.exit("no covid-cxr embeddings found: run `saerad build --dataset covid-cxr ...` or pass --embeddings")
 
 
+def describer_options(args) -> dict[str, float]:
+    out = {}
+    for item in args.describer_opt:
+        key, _, value = item.partition("=")
+        out[key] = int(value) if value.isdigit() else float(value)
+    return out
+
+
 def patient_folds(studies, k: int, seed: int) -> dict[str, int]:
     patients = sorted({s.patient_id for s in studies})
     order = np.random.default_rng(seed).permutation(len(patients))
@@ -77,7 +85,9 @@ def patient_folds(studies, k: int, seed: int) -> dict[str, int]:
 def run_fold(fold, studies, emb, fold_of, args, log):
     from saerad.build import auto_expansion, fit_sae, sae_train_config
     from saerad.encoders.store import base_id
+    from saerad.eval.baselines import retrieval_reports
     from saerad.labeling import build_dictionary
+    from saerad.labeling.extractive import ExtractiveDescriber
     from saerad.report.composer import compose
     from saerad.report.select import FeatureSelector
     from saerad.sae.data import split_ids
@@ -92,14 +102,15 @@ def run_fold(fold, studies, emb, fold_of, args, log):
     sae_ids = [train_ids[i] for i in inner.train]
     val_ids = [train_ids[i] for i in inner.val]
     n_images = len({base_id(i) for i in rows})
-    expansion = args.expansion or auto_expansion(n_images)
+    expansion = args.expansion or auto_expansion(n_images, emb.dim)
     train = emb.select(sae_ids)
     tcfg = sae_train_config(len(sae_ids), steps=args.steps, lam=args.lam, batch_size=None, seed=args.seed)
     t0 = time.perf_counter()
     sae = fit_sae(train.tokens, train.dim * expansion, tcfg, progress=False)
     log.info("fold %d: SAE %d -> %d on %d vectors in %.0f s", fold, train.dim, train.dim * expansion,
              len(sae_ids), time.perf_counter() - t0)
-    dictionary = build_dictionary(sae, train.originals(), studies, describer="extractive",
+    describer = ExtractiveDescriber(**describer_options(args))
+    dictionary = build_dictionary(sae, train.originals(), studies, describer=describer,
                                   held_out=emb.select(val_ids).originals(), progress=False)
     selector = FeatureSelector.from_parts(dictionary, sae)
 
@@ -113,11 +124,10 @@ def run_fold(fold, studies, emb, fold_of, args, log):
         n_active.append(len(sel.active))
         n_used.append(len(sel.chosen))
 
-    # retrieval: nearest training image (cosine on class tokens) that has notes
-    pool = [i for i in train_ids if "#aug" not in i and by_image[i].findings]
-    pool_tokens = torch.nn.functional.normalize(emb.select(pool).tokens, dim=1)
-    nearest = (torch.nn.functional.normalize(test.tokens, dim=1) @ pool_tokens.T).argmax(1).tolist()
-    retrieval = [by_image[pool[j]].findings for j in nearest]
+    # retrieval: notes of the nearest training image (cosine on class tokens), another patient
+    pool = [i for i in train_ids if base_id(i) == i and by_image[i].findings]
+    retrieval, _ = retrieval_reports(test_ids, [patient_of[i] for i in test_ids], pool,
+                                     [patient_of[i] for i in pool], [by_image[i].findings for i in pool], emb)
 
     scores = [f.description_score for f in dictionary.features if f.description]
     alive = sum(1 for f in dictionary.features if f.frequency > 0)
@@ -142,21 +152,22 @@ def run_fold(fold, studies, emb, fold_of, args, log):
 
 
 def score(preds: list[str], refs: list[str]) -> dict[str, float]:
-    from saerad.eval import label_f1
-    from saerad.eval.text_metrics import text_metrics
+    from saerad.eval.f1 import label_f1
+    from saerad.eval.text_metrics import pair_stats, text_metrics
     from saerad.radtext import label_reports
 
     f1 = label_f1(label_reports(refs), label_reports(preds), uncertain_as=1)
-    text = text_metrics(preds, refs)
-    return {"micro_f1": f1["micro_14"], "macro_f1": f1["macro_14"], "bleu4": text["bleu4"], "rouge_l": text["rouge_l"]}
+    text = text_metrics(pair_stats(preds, refs), np.zeros((0, len(refs))))
+    return {"micro_f1": f1["micro_14"], "macro_f1": f1["macro_14"],
+            "bleu4": text["BLEU-4"]["value"], "rouge_l": text["ROUGE-L"]["value"]}
 
 
-def latency(bundle: Path, images: list[Path], n: int) -> dict[str, float] | None:
+def latency(bundle: Path, images: list[Path], n: int, threads: int) -> dict[str, float] | None:
     from saerad.pipeline import Reporter
 
     if not (bundle / "manifest.json").is_file():
         return None
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     reporter = Reporter.from_bundle(bundle)
     reporter.report(images[0])  # warm-up
     times = []
@@ -175,7 +186,9 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     from saerad.datasets import load_dataset
     from saerad.encoders.store import EmbeddingSet
+    from saerad.eval.baselines import NORMAL_TEMPLATE
 
+    torch.set_num_threads(args.threads)
     studies = load_dataset("covid-cxr", args.root)
     emb = EmbeddingSet.load(find_embeddings(args))
     fold_of = patient_folds(studies, args.folds, args.seed)
@@ -194,7 +207,7 @@ def main() -> None:
     n_used = float(np.mean([x for f in folds for x in f["n_used"]]))
     empty = float(np.mean([not p for p in systems["SAE reports (deterministic composer)"]]))
     images = [s.primary_image for s in studies if s.primary_image is not None]
-    lat = latency(args.bundle, images, args.latency_images)
+    lat = latency(args.bundle, images, args.latency_images, args.latency_threads)
 
     sae = results["SAE reports (deterministic composer)"]
     beats = all(sae["macro_f1"] > r["macro_f1"] for name, r in results.items() if not name.startswith("SAE"))
@@ -221,12 +234,14 @@ def main() -> None:
         status = "PASS" if lat["p50_ms"] <= GOAL_LATENCY_MS else "MISS"
         print(f"| report latency p50 (p95), 1 image, 2 threads, n={lat['n']} | {lat['p50_ms']:.0f} ms "
               f"({lat['p95_ms']:.0f} ms) | <= 300 ms | {status} |")
-    print(f"\nexpansion x{folds[0]['expansion']}, {folds[0]['steps']} SAE steps per fold; CV took {cv_seconds:.0f} s")
+    print(f"\nexpansion x{folds[0]['expansion']}, {folds[0]['steps']} SAE steps per fold, describer options "
+          f"{describer_options(args) or 'default'}; CV took {cv_seconds:.0f} s; latency with {args.latency_threads} torch threads")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "results": results, "features": feats, "mean_active": n_active, "mean_used": n_used,
         "empty_share": empty, "latency": lat, "folds": args.folds, "n": len(refs),
         "expansion": folds[0]["expansion"], "steps": folds[0]["steps"], "cv_seconds": cv_seconds,
+        "describer_options": describer_options(args),
     }, indent=2))
 
 

@@ -73,6 +73,7 @@ def start_server(args: argparse.Namespace, port: int, workdir: Path, log_path: P
     env.update(
         SAERAD_JOB_DB=str(workdir / "jobs.sqlite3"),
         SAERAD_INFERENCE_THREADS=str(args.inference_threads),
+        **({"SAERAD_TORCH_THREADS": str(args.torch_threads)} if args.torch_threads else {}),
         SAERAD_LOG_LEVEL="INFO",
     )
     cmd = [sys.executable, "-c", "from saerad.cli import main; main()", "serve",
@@ -142,6 +143,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=16)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--inference-threads", type=int, default=1)
+    ap.add_argument("--torch-threads", type=int, default=None, help="SAERAD_TORCH_THREADS (default: torch's)")
     ap.add_argument("--images", type=int, default=100, help="distinct images cycled over")
     ap.add_argument("--format", default="json", choices=["json", "text", "fhir"])
     args = ap.parse_args()
@@ -172,7 +174,8 @@ def main() -> None:
     cores = os.cpu_count()
     print(f"## Service load benchmark ({args.requests} x POST /v1/reports?format={args.format}, "
           f"{args.clients} clients, {len(images)} covid-cxr images, {cores} CPU cores, "
-          f"workers={args.workers}, inference_threads={args.inference_threads})\n")
+          f"workers={args.workers}, inference_threads={args.inference_threads}, "
+          f"torch_threads={args.torch_threads or 'default'})\n")
     print(f"bundle: `{args.bundle or 'embedded default'}`; server ready after {ready_s:.1f} s\n")
     print("| metric | value | target | result |")
     print("|---|---|---|---|")

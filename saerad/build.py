@@ -60,7 +60,7 @@ class BuildConfig:
     encoder: str = "default"
     embeddings: Path | None = None  # precomputed class tokens (e.g. from `saerad embed` on many GPUs)
     augment: int = 0  # extra augmented views per training image (SAE training only)
-    expansion: int | None = None  # None: 64 for large datasets, 8 below 50k images (see auto_expansion)
+    expansion: int | None = None  # None: see auto_expansion
     describer: str = "extractive"
     include_report_text: bool = True
     work_dir: Path | None = None
@@ -88,9 +88,17 @@ class BuildConfig:
             raise ConfigError("--expansion must be a positive integer")
 
 
-def auto_expansion(n_images: int) -> int:
-    """SAE-Rad's x64 needs hundreds of thousands of images; a few hundred support far fewer features."""
-    return 64 if n_images >= 50_000 else 8
+def auto_expansion(n_images: int, dim: int) -> int:
+    """The largest power of two up to SAE-Rad's x64 that keeps at least one training image per feature.
+
+    A feature is described from the reports of the images it fires on most; with ~15 active features
+    per image, one image per feature leaves each feature ~15 images (of several patients) to be
+    described from. MIMIC-CXR (377k images, d = 768) gets x64; covid-cxr (427 images, d = 384) x1.
+    """
+    expansion = 1
+    while expansion < 64 and 2 * expansion * dim <= n_images:
+        expansion *= 2
+    return expansion
 
 
 # ---------------------------------------------------------------------------- fingerprints & stamps
@@ -205,7 +213,7 @@ def build(cfg: BuildConfig) -> BuildResult:
     )
 
     n_images = sum(len(s.image_ids) for s in studies)
-    expansion = cfg.expansion or auto_expansion(n_images)
+    expansion = cfg.expansion or auto_expansion(n_images, _token_dim(paths.embeddings))
     sae_params = {
         "expansion": expansion,
         "val_fraction": cfg.val_fraction,
@@ -350,6 +358,14 @@ def _import_embeddings(cfg: BuildConfig, studies: Sequence[Study], out: Path) ->
     emb.select(keep).save(out)
 
 
+def _token_dim(path: Path) -> int:
+    """Class-token width from the embedding file's header (without reading the tokens)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return int(handle.get_slice("tokens").get_shape()[1])
+
+
 def _split(cfg: BuildConfig, studies: Sequence[Study], ids: Sequence[str]) -> dict[str, list[str]]:
     """Patient-disjoint train / held-out ids (held-out images score descriptions and the SAE)."""
     from saerad.sae.data import split_ids
@@ -364,7 +380,7 @@ def sae_train_config(n_train: int, *, steps: int | None, lam: float | None, batc
     from saerad.sae.trainer import TrainConfig
 
     batch = batch_size or min(4096, n_train)
-    default_steps = 3000 if n_train < 50_000 else max(3000, 20 * n_train // batch)
+    default_steps = 2000 if n_train < 50_000 else max(3000, 20 * n_train // batch)
     kwargs: dict[str, Any] = {"steps": steps or default_steps, "batch_size": batch, "seed": seed}
     if lam is not None:
         kwargs["lam"] = lam

@@ -30,7 +30,7 @@ def build_command(
     encoder: str = typer.Option("default", "--encoder", help="Encoder spec: 'default' or 'hf:/path/to/dinov2'."),
     embeddings: Path | None = typer.Option(None, "--embeddings", exists=True, dir_okay=False, help="Reuse class tokens from `saerad embed` (same --encoder) instead of embedding here."),
     augment: int = typer.Option(0, "--augment", min=0, help="Extra augmented views per image for SAE training."),
-    expansion: int | None = typer.Option(None, "--expansion", min=1, help="SAE width / encoder dim (default: 64 for >= 50k images, else 8)."),
+    expansion: int | None = typer.Option(None, "--expansion", min=1, help="SAE width / encoder dim (default: the largest power of two <= 64 with one training image per feature)."),
     describer: DescriberChoice = typer.Option(DescriberChoice.extractive, "--describer", help="Feature descriptions: extractive (offline) or llm (SAERAD_LLM_*)."),
     no_report_text: bool = typer.Option(False, "--no-report-text", help="Leave report text of top images out of the bundle (for sharing)."),
     work_dir: Path | None = typer.Option(None, "--work-dir", help="Stage outputs and stamps (default: OUT.work)."),

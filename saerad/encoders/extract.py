@@ -206,11 +206,16 @@ def _shard_path(parts: Path, shard: int) -> Path:
 
 
 class _ImageViews(Dataset):
-    """Item i -> (i, (1+K, 3, S, S) views or None, error message or None). Runs in workers."""
+    """Item i -> (i, (1+K, ...) views or None, error message or None). Runs in workers.
+
+    Views are (S, S) uint8 when the preprocessor splits into a geometric half and an intensity half
+    (12x less data through worker shared memory; normalised on the device), else (3, S, S) float32.
+    """
 
     def __init__(self, items, preprocessor, augment: int, seed: int, max_pixels: int) -> None:
         self.items = items
         self.preprocessor = preprocessor
+        self.prepare = getattr(preprocessor, "to_uint8", None) or preprocessor
         self.augment = augment
         self.seed = seed
         self.max_pixels = max_pixels
@@ -222,10 +227,10 @@ class _ImageViews(Dataset):
         image_id, path = self.items[index]
         try:
             pixels = load_xray(path, max_pixels=self.max_pixels).pixels
-            views = [self.preprocessor(pixels)]
+            views = [self.prepare(pixels)]
             for k in range(1, self.augment + 1):
-                views.append(self.preprocessor(augment_view(pixels, view_rng(self.seed, image_id, k))))
-            return index, torch.stack(views), None
+                views.append(self.prepare(augment_view(pixels, view_rng(self.seed, image_id, k))))
+            return index, torch.stack([torch.as_tensor(v) for v in views]), None
         except SaeradError as exc:
             return index, None, str(exc)
         except Exception as exc:  # noqa: BLE001 - one odd file must not end a 377k-image job
@@ -269,13 +274,18 @@ def _encode_shards(items, pending: list[int], encoder: ClassTokenEncoder, job: E
         pin_memory=encoder.device.type == "cuda",
         prefetch_factor=4 if workers > 0 else None,
     )
+    finish = getattr(encoder.preprocessor, "normalize_batch", None)
     state = {k: _Shard(remaining=len(v)) for k, v in per_shard.items()}
     total = sum(len(v) for v in per_shard.values())
     failed = 0
     bar = _progress(total, job, dist)
     with bar:
         for indices, pixel_values, errors in loader:
-            tokens = encoder.encode(pixel_values) if pixel_values is not None else None
+            tokens = None
+            if pixel_values is not None:
+                if pixel_values.dtype == torch.uint8:
+                    pixel_values = finish(pixel_values.to(encoder.device, non_blocking=True))
+                tokens = encoder.encode(pixel_values)
             row = 0
             for index, error in zip(indices, errors):
                 shard = state[shard_of[index]]

@@ -140,6 +140,14 @@ class ImagePreprocessor:
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         """(H, W) float [0, 1] -> (3, S, S) float32, identical to the processor on an RGB copy."""
+        return self.normalize_batch(torch.from_numpy(self.to_uint8(image))[None])[0]
+
+    def to_uint8(self, image: np.ndarray) -> np.ndarray:
+        """The geometric half (pad, 8-bit, resize, crop): (H, W) float -> (S, S) uint8.
+
+        The embedding job runs this half in DataLoader workers and ships 1 byte per pixel instead of
+        12 (3 float channels), then calls :meth:`normalize_batch` on the device.
+        """
         if self.pad_to_square:
             image = _pad_to_square(np.asarray(image, dtype=np.float32))
         gray = Image.fromarray(_to_uint8(image))
@@ -148,15 +156,19 @@ class ImagePreprocessor:
         arr = np.asarray(gray)
         if self.crop is not None:
             arr = _center_crop(arr, self.crop)
-        values = arr.astype(np.float64) * self.rescale_factor if self.rescale_factor is not None else arr
-        values = values.astype(np.float32)
+        return np.array(arr, dtype=np.uint8, copy=True)  # writable and contiguous, for torch
+
+    def normalize_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        """The intensity half: (B, S, S) uint8 on any device -> (B, 3, S, S) float32 there."""
+        values = batch.to(torch.float32)
+        if self.rescale_factor is not None:
+            values = values * self.rescale_factor
+        values = values[:, None].expand(-1, 3, -1, -1)
         if self.mean is not None:
-            mean = np.asarray(self.mean, dtype=np.float32)[:, None, None]
-            std = np.asarray(self.std, dtype=np.float32)[:, None, None]
-            out = (values[None] - mean) / std
-        else:
-            out = np.broadcast_to(values[None], (3, *values.shape))
-        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+            mean = torch.tensor(self.mean, dtype=torch.float32, device=values.device)[None, :, None, None]
+            std = torch.tensor(self.std, dtype=torch.float32, device=values.device)[None, :, None, None]
+            values = (values - mean) / std
+        return values.contiguous()
 
     def _resize_to(self, height: int, width: int) -> tuple[int, int]:
         if "height" in self.size:

@@ -21,7 +21,6 @@ CheXbert's own preprocessing does.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,8 +29,6 @@ import numpy as np
 from saerad.errors import BundleError, ConfigError
 from saerad.radtext.conditions import CONDITIONS
 from saerad.radtext.text import clean_text
-
-log = logging.getLogger(__name__)
 
 MAX_TOKENS = 512
 N_HEADS = len(CONDITIONS)

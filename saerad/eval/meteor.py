@@ -8,9 +8,10 @@ One Java process per run, reports streamed through it:
 * ``EVAL ||| stats ||| stats ...`` returns every segment score and the corpus score, exactly as
   ``pycocoevalcap.meteor.Meteor.compute_score`` reports it (same jar, same ``-l en -norm`` options).
 
-The corpus score is a function of the *summed* statistics, so bootstrap resamples are scored in
-Python by :func:`meteor_from_stats` on weighted sums of the per-pair statistics; a test checks that
-it reproduces Java's EVAL on real reports. Java is never run 500 times.
+The corpus score is a function of the *summed* statistics, so it - and every bootstrap resample -
+is computed in Python by :func:`meteor_from_stats` from (weighted) sums of the per-pair
+statistics; a test checks that this reproduces the jar's own EVAL to 1e-12. Java is never run
+500 times, and runs use only SCORE (EVAL's one huge line is slow to parse).
 
 Where no Java runtime exists, :func:`meteor_unavailable_reason` says why and the runner writes that
 reason in the METEOR column instead of a number.
@@ -22,6 +23,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +85,7 @@ class MeteorJava:
             encoding="utf-8",
             bufsize=1,
         )
+        self._executor: ThreadPoolExecutor | None = None
 
     def __enter__(self) -> MeteorJava:
         return self
@@ -91,6 +94,9 @@ class MeteorJava:
         self.close()
 
     def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
         proc = self._proc
         if proc.poll() is None:
             try:
@@ -140,6 +146,23 @@ class MeteorJava:
         if out.size and out.shape[1] != STATS_LENGTH:
             raise ConfigError(f"unexpected METEOR statistics line with {out.shape[1]} fields")
         return out.reshape(len(lines), STATS_LENGTH)
+
+    def submit(self, hypotheses: Sequence[str], references: Sequence[str]) -> Future:
+        """Score in a background thread; ``.result()`` gives ``(stats, segment scores, corpus score)``.
+
+        Requests are served one after another (one Java process), so a run may submit every
+        system's pairs up front and collect them later.
+        """
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meteor")
+
+        def job() -> tuple[np.ndarray, np.ndarray, float]:
+            stats = self.stats(hypotheses, references)
+            # Java's EVAL of a 3,858-pair line costs seconds of parsing; the Python aggregate is
+            # identical (tested against EVAL), so segment and corpus scores are computed here.
+            return stats, meteor_from_stats(stats[:, None, :]), float(meteor_from_stats(stats))
+
+        return self._executor.submit(job)
 
     def evaluate(self, stats: np.ndarray) -> tuple[np.ndarray, float]:
         """Java's own segment scores and corpus score for statistics from :meth:`stats`."""

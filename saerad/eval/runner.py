@@ -33,7 +33,7 @@ from saerad.eval.io import atomic_write_lines, atomic_write_text
 from saerad.eval.text_metrics import TEXT_METRICS, pair_stats, per_pair_scores, text_metrics
 from saerad.radtext.conditions import CONDITIONS, CONDITIONS_5
 from saerad.radtext.labeler import label_reports
-from saerad.radtext.text import clean_text
+from saerad.radtext.text import clean_text, normalize_report
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,10 @@ def _meteor(options: ScoreOptions):
     reason = meteor_unavailable_reason(settings.java)
     if reason:
         return None, reason
-    return MeteorJava(settings.java, settings.meteor_memory), None
+    try:
+        return MeteorJava(settings.java, settings.meteor_memory), None
+    except OSError as exc:
+        return None, f"cannot start Java: {exc}"
 
 
 def score_systems(
@@ -127,6 +130,11 @@ def score_systems(
                 )
             preds[name] = [clean_text(texts[i]) for i in ids]
 
+        # Every system's METEOR request is queued now; Java works through them while Python runs.
+        norm_refs = [normalize_report(t) for t in refs]
+        norm_preds = {name: [normalize_report(t) for t in texts] for name, texts in preds.items()}
+        futures = {name: meteor.submit(norm_preds[name], norm_refs) for name in preds} if meteor is not None else {}
+
         weights = resample_weights(len(ids), options.n_resamples, options.seed)
         rule_refs = label_reports(refs)
         chexbert, chexbert_reason = _chexbert(options)
@@ -136,7 +144,9 @@ def score_systems(
         rows: dict[str, list[dict]] = {}
         for name, texts in preds.items():
             log.info("scoring %s (%d studies)", name, len(ids))
-            stats = pair_stats(texts, refs, meteor=meteor, meteor_reason=meteor_reason)
+            stats = pair_stats(
+                norm_preds[name], norm_refs, normalized=True, meteor_future=futures.get(name), meteor_reason=meteor_reason
+            )
             rule_pred = label_reports(texts)
             entry = {
                 "text": text_metrics(stats, weights),
@@ -409,8 +419,8 @@ def evaluate_dataset(
     return score_systems(references, systems, out_dir, options, unavailable_systems=unavailable, extra_rows=extra)
 
 
-def _embed(encoder_spec: str, studies: Sequence, *, device: str, progress: bool):
-    """Class tokens of each study's primary image (for the retrieval baseline)."""
+def _embed(encoder_spec: str, studies: Sequence, *, device: str, progress: bool, batch_size: int = 16):
+    """Class tokens of each study's primary image (for the retrieval baseline), in batches."""
     import torch
     from tqdm import tqdm
 
@@ -419,16 +429,15 @@ def _embed(encoder_spec: str, studies: Sequence, *, device: str, progress: bool)
     from saerad.imaging import load_xray
 
     enc = load_encoder(encoder_spec, device=device)
+    unique = list({s.primary_image_id: s.primary_image for s in studies}.items())
     ids, rows = [], []
-    seen = set()
-    for study in tqdm(studies, desc="embedding", disable=not progress, unit="image"):
-        image_id = study.primary_image_id
-        if image_id in seen:
-            continue
-        seen.add(image_id)
-        rows.append(enc.encode_images([load_xray(study.primary_image).pixels])[0])
-        ids.append(image_id)
-    return EmbeddingSet(ids=ids, tokens=torch.stack(rows), encoder=enc.spec)
+    with tqdm(total=len(unique), desc="embedding", disable=not progress, unit="image") as bar:
+        for start in range(0, len(unique), batch_size):
+            chunk = unique[start : start + batch_size]
+            rows.append(enc.encode_images([load_xray(path).pixels for _, path in chunk], batch_size=batch_size))
+            ids.extend(image_id for image_id, _ in chunk)
+            bar.update(len(chunk))
+    return EmbeddingSet(ids=ids, tokens=torch.cat(rows), encoder=enc.spec)
 
 
 def _generate_with_bundle(bundle, studies: Sequence, out_dir: Path, *, device: str, tokens, progress: bool) -> dict[str, str]:

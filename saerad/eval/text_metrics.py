@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from saerad.errors import ConfigError
 from saerad.eval.bootstrap import with_ci
 from saerad.radtext.text import normalize_report
 
@@ -106,22 +107,27 @@ def pair_stats(
     meteor=None,
     meteor_reason: str | None = None,
     normalized: bool = False,
+    meteor_future=None,
 ) -> PairStats:
     """Statistics of one system. ``meteor`` is a running :class:`~saerad.eval.meteor.MeteorJava`
-    (shared by every system of a run) or ``None`` with ``meteor_reason`` saying why."""
+    (shared by every system of a run) or ``None`` with ``meteor_reason`` saying why. METEOR runs
+    in a background thread while Python computes BLEU and ROUGE (Java and Python use one core each)."""
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references")
     hyps = list(hypotheses) if normalized else [normalize_report(t) for t in hypotheses]
     refs = list(references) if normalized else [normalize_report(t) for t in references]
+    pending = meteor_future or (meteor.submit(hyps, refs) if meteor is not None else None)
     stats = PairStats(
         bleu=bleu_pair_stats(hyps, refs),
         rouge_l=rouge_l_pairs(hyps, refs),
         rouge_score_l=rouge_score_l_pairs(hyps, refs),
-        meteor_reason=meteor_reason,
+        meteor_reason=meteor_reason if pending is None else None,
     )
-    if meteor is not None:
-        stats.meteor = meteor.stats(hyps, refs)
-        stats.meteor_segments, stats.meteor_corpus = meteor.evaluate(stats.meteor)
+    if pending is not None:
+        try:
+            stats.meteor, stats.meteor_segments, stats.meteor_corpus = pending.result()
+        except (ConfigError, OSError) as exc:  # Java died mid-run: keep the other metrics
+            stats.meteor_reason = f"METEOR failed: {exc}"
     elif meteor_reason is None:
         stats.meteor_reason = "not requested"
     return stats

@@ -49,8 +49,8 @@ class Describer(ABC):
     def describe_many(
         self, evidence: Sequence[FeatureEvidence], *, corpus: Sequence[str] = (), progress: bool = False
     ) -> list[Description]:
-        """One :class:`Description` per evidence item, in the same order. ``corpus``: every training
-        report once (the background that "over-represented" is measured against)."""
+        """One :class:`Description` per evidence item, in the same order. ``corpus``: the training
+        reports, one per study (the background that "over-represented" is measured against)."""
 
     def config(self) -> dict:
         """JSON-able settings recorded in the dictionary's meta (no secrets)."""

@@ -107,8 +107,7 @@ def build_dictionary(
     if describer.needs_contrast and evidence:
         evidence = _with_contrast(sae, train, by_image, evidence, opts)
 
-    corpus_studies = {by_image[i].study_id: by_image[i] for i in ids if i in by_image}
-    corpus = [t for s in corpus_studies.values() if (t := report_text(s)) is not None]
+    corpus = _corpus(by_image[i] for i in ids if i in by_image)
     descriptions = {
         d.feature_id: d.text for d in describer.describe_many(evidence, corpus=corpus, progress=progress)
     }
@@ -184,6 +183,20 @@ def build_dictionary(
         d_sae, meta["n_dead"], meta["n_described"], meta["n_usable"],
     )
     return FeatureDictionary(features=features, describer=describer.name, meta=meta)
+
+
+def _corpus(studies) -> list[str]:
+    """The background reports: each training study's report once, and a text repeated within one
+    patient once (case notes are copied onto every image of a patient; a template shared by many
+    patients is many reports)."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for s in studies:
+        text = report_text(s)
+        if text is not None and (s.patient_id, text) not in seen:
+            seen.add((s.patient_id, text))
+            out.append(text)
+    return out
 
 
 def _originals(embeddings):

@@ -27,26 +27,32 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy.stats import binom
 
 from saerad.labeling.base import Describer, Description, FeatureEvidence, Labeler, default_labeler
-from saerad.labeling.text import MAX_NGRAM, MAX_WORDS, Splitter, iter_unique, report_keys, truncate_words
+from saerad.labeling.text import MAX_NGRAM, MAX_WORDS, Splitter, report_keys, truncate_words
 
 log = logging.getLogger(__name__)
 
 _IGNORED = frozenset({"No Finding"})
 # A statement without a CheXpert condition must at least speak about the chest: case notes are full
 # of over-represented narrative ("presented after", "was admitted") that makes no report sentence.
-_RADIOLOGY = re.compile(
-    r"\b(lungs?|pulmonary|heart|cardiac|cardio\w*|mediastin\w*|hil(?:a|ar|um)|pleura\w*|diaphragm\w*|"
-    r"costophrenic|trachea\w*|aort\w*|vascul\w*|rib|ribs|spine|osseous|bony|bones?|"
-    r"clavicle\w*|sternotomy|opacit\w*|airspace|interstitial|alveolar|markings|silhouette|contours?|"
-    r"normal|clear|unremarkable|abnormalit\w*|acute|granuloma\w*|calcifi\w*|nodul\w*|emphysema\w*|"
-    r"hyperinflat\w*|hyperexpan\w*|fibro\w*|scar\w*|ground glass|infiltrat\w*|lobes?|lobar|basilar|bases|"
-    r"apex|apical|perihilar|bronch\w*|degenerative|kyphosis|scoliosis|catheter|tube|pacemaker|line)\b"
+# A single word must name a finding by itself ("sternotomy"), not just a place or thing ("lobes").
+_SPECIFIC = (
+    r"sternotomy|granulomas?|nodules?|emphysema|hyperinflation|hyperexpansion|fibrosis|scarring|infiltrates?|"
+    r"kyphosis|scoliosis|pacemaker|catheter|bronchiectasis|osteopenia|osteophytes?|eventration|cardiomegaly"
 )
+_RADIOLOGY = re.compile(
+    rf"\b({_SPECIFIC}|normal|clear|unremarkable|intact|elevat\w*|thicken\w*|prominen\w*|tortu\w*|calcifi\w*|"
+    r"degenerative|ground glass|lungs?|pulmonary|heart|cardiac|cardio\w*|mediastin\w*|hil(?:a|ar|um)|pleura\w*|"
+    r"diaphragm\w*|costophrenic|trachea\w*|aort\w*|vascul\w*|ribs?|spine|osseous|bony|bones?|clavicle\w*|"
+    r"opacit\w*|airspace|interstitial|alveolar|markings|silhouette|contours?|abnormalit\w*|lobes?|lobar|"
+    r"basilar|bases|apex|apical|perihilar|bronch\w*|tube|line)\b"
+)
+_SPECIFIC_WORD = re.compile(rf"^(?:{_SPECIFIC})$")
 
 
 @dataclass
@@ -59,6 +65,7 @@ class ExtractiveConfig:
     shortlist: int = 40
     max_words: int = MAX_WORDS
     max_ngram: int = MAX_NGRAM
+    cache_reports: int = 8192  # statement sets kept in memory (reports recur across features)
 
 
 @dataclass(frozen=True)
@@ -103,32 +110,35 @@ class ExtractiveDescriber(Describer):
     ) -> list[Description]:
         from tqdm.auto import tqdm
 
-        keys: dict[str, frozenset[str]] = {}
+        # Bounded cache: top reports recur across features, but at MIMIC scale (49k features x 16
+        # reports) keeping every report's statements would cost gigabytes.
+        keys_of = lru_cache(maxsize=self.cfg.cache_reports)(self._keys)
         supports: list[Counter[str]] = []
+        sizes: list[int] = []
         wanted: set[str] = set()
-        for ev in evidence:
-            reports = iter_unique(ev.reports)
-            for r in reports:
-                if r not in keys:
-                    keys[r] = self._keys(r)
-            support = Counter(k for r in reports for k in keys[r])
+        for ev in tqdm(evidence, desc="top-report statements", unit="feature", disable=not progress):
+            # The builder hands one report per patient; the same text from two patients (a normal
+            # template) is two pieces of evidence, so texts are not deduplicated here.
+            reports = [r for r in ev.reports if r and r.strip()]
             need = self._required(len(reports))
+            support = Counter(k for r in reports for k in keys_of(r))
             support = Counter({k: a for k, a in support.items() if a >= need})
             supports.append(support)
+            sizes.append(len(reports))
             wanted.update(support)
         # Background counts only for statements some feature could use: one pass over the corpus,
         # memory bounded by the candidates, not by every n-gram of every report.
-        background = iter_unique(corpus) or list(keys)
+        background = Counter(t for t in corpus if t and t.strip())
+        if not background:
+            background = Counter({r: 1 for ev in evidence for r in ev.reports if r and r.strip()})
         df: Counter[str] = Counter()
-        for text in tqdm(background, desc="corpus statements", unit="report", disable=not progress):
-            ks = keys.get(text)
-            df.update((ks if ks is not None else self._keys(text)) & wanted)
-        n = len(background)
-        out = []
-        for ev, support in zip(evidence, supports):
-            k = len(iter_unique(ev.reports))
-            out.append(self._select(ev.feature_id, support, k, df, n))
-        return out
+        for text, times in tqdm(background.items(), desc="corpus statements", unit="report", disable=not progress):
+            for k in keys_of(text) & wanted:
+                df[k] += times
+        n = sum(background.values())
+        return [
+            self._select(ev.feature_id, support, k, df, n) for ev, support, k in zip(evidence, supports, sizes)
+        ]
 
     def _select(self, fid: int, support: Counter[str], k: int, df: Counter[str], n: int) -> Description:
         if k < self._required(k) or not support:
@@ -152,7 +162,7 @@ class ExtractiveDescriber(Describer):
             return Description(fid, None, {"n_reports": k, "reason": "nothing over-represented"})
         chosen = next((c for c in cands[: self.cfg.shortlist] if self._carries_finding(c.key)), None)
         if chosen is None:  # no condition: a statement about the chest ("lungs are clear", "sternotomy")
-            chosen = next((c for c in cands if _RADIOLOGY.search(c.key)), None)
+            chosen = next((c for c in cands if _about_the_chest(c.key)), None)
         if chosen is None:
             return Description(fid, None, {"n_reports": k, "reason": "no statement about the chest over-represented"})
         info = {
@@ -171,3 +181,9 @@ class ExtractiveDescriber(Describer):
             hit = any(v is not None and v == v for c, v in labels.items() if c not in _IGNORED)
             self._label_cache[key] = hit
         return hit
+
+
+def _about_the_chest(key: str) -> bool:
+    if " " in key:
+        return _RADIOLOGY.search(key) is not None
+    return _SPECIFIC_WORD.match(key) is not None

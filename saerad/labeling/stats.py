@@ -3,9 +3,10 @@
 A MIMIC-CXR-sized run is ~377k images x 49k features: the dense activation matrix (74 GB in fp32)
 never exists. Each batch is encoded once and folded into running accumulators:
 
-- counts, sums and maxima of active values (frequency, mean over active values, max);
-- a running top-k per feature (values + row indices): concat the k best so far with the batch's k
-  best and keep the k best of those;
+- counts, sums and maxima of active values (frequency, mean over active values, max), updated from
+  the batch's non-zeros only (scatter ops), so the dense batch is read once;
+- a running top-k per feature (values + row indices): the table so far plus the batch's non-zeros,
+  sorted by (feature, value), keeping k per feature (ties: the earlier row wins);
 - quantiles over ACTIVE values. Exact while the number of non-zeros seen stays under
   ``exact_budget`` (a healthy SAE has ~15 active features per image: 377k images -> 5.7M values);
   past that (e.g. an SAE that has not sparsified yet) the values move into per-feature histograms on

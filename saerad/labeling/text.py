@@ -16,7 +16,7 @@ never turns into a positive finding).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 Splitter = Callable[[str], Sequence[str]]
@@ -172,17 +172,3 @@ def _cached_default_splitter() -> Splitter:
 
 def truncate_words(text: str, max_words: int = MAX_WORDS) -> str:
     return " ".join(text.split()[:max_words])
-
-
-def iter_unique(texts: Iterable[str | None]) -> list[str]:
-    """Distinct non-empty texts in first-seen order (the same report twice is one report)."""
-    seen: set[str] = set()
-    out = []
-    for text in texts:
-        if not text or not text.strip():
-            continue
-        key = " ".join(text.split())
-        if key not in seen:
-            seen.add(key)
-            out.append(text)
-    return out

@@ -22,6 +22,7 @@ Both steps fill ``param.grad`` of every SAE parameter and return the named loss 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -138,43 +139,59 @@ def _dense_backward(p, xc, z, mask, er, dec_norm, lam, cd, compile):
     return losses, mask.any(0)
 
 
+def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    with warnings.catch_warnings():  # "CSR support is in beta": the kernels used here are stable
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values, size, check_invariants=False)
+
+
+def _crow(row_counts: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.pad(row_counts.cumsum(0), (1, 0))
+
+
 def _sparse_backward(p, xc, z, mask, er, dec_norm, lam):
+    """The step over the nnz active (row, latent) pairs with CSR kernels (SpMM and SDDMM)."""
     batch, m = z.shape
-    dtype, dev = xc.dtype, xc.device
-    rows, cols = mask.nonzero(as_tuple=True)
+    dtype = xc.dtype
+    rows, cols = mask.nonzero(as_tuple=True)  # row-major order: a CSR layout of the batch
+    nnz = rows.numel()
     z_s = z[rows, cols].to(dtype)
-    er_s = er[cols]
+    er_s, n_s = er[cols], dec_norm[cols]
     a_s = torch.relu(z_s + p.b_gate[cols])
-    u_s = torch.addcmul(p.b_mag[cols], z_s, er_s)
-    f_s = torch.relu(u_s)
-    w_rows = p.W_dec[cols]  # (nnz, d): decoder rows of the active pairs, reused four times
-    x_hat_c = torch.zeros_like(xc).index_add_(0, rows, f_s[:, None] * w_rows)
-    x_aux_c = torch.zeros_like(xc).index_add_(0, rows, a_s[:, None] * w_rows)
-    err, err_aux = x_hat_c - xc, x_aux_c - xc
-    n_s = dec_norm[cols]
+    f_s = torch.relu(torch.addcmul(p.b_mag[cols], z_s, er_s))
+
+    crow = _crow(torch.bincount(rows, minlength=batch))
+    # [f; a] as one (2B, m) CSR matrix with the pattern stacked twice: one SpMM decodes both
+    fa = _csr(torch.cat([crow, crow[1:] + nnz]), torch.cat([cols, cols]), torch.cat([f_s, a_s]), (2 * batch, m))
+    recons = fa @ p.W_dec
+    err, err_aux = recons[:batch] - xc, recons[batch:] - xc
     losses = _loss_dict(err, err_aux, (a_s * n_s).sum() / batch, lam)
-    g_out, g_aux = err * (2.0 / batch), err_aux * (2.0 / batch)
-    g_out_rows = g_out[rows]
-    g_f = (g_out_rows * w_rows).sum(1)  # sampled dense-dense products at the active pairs
-    g_a = (g_aux[rows] * w_rows).sum(1)
-    g_u = g_f * (f_s > 0)
-    g_pi = g_a + (lam / batch) * n_s
+    grad_out = torch.cat([err, err_aux]).mul_(2.0 / batch)
+    # SDDMM: d/d[f; a] only at the active pairs, = (grad_out W_dec^T) sampled on the pattern
+    g_fa = torch.sparse.sampled_addmm(fa, grad_out, p.W_dec.T, beta=0.0).values()
+    g_u = g_fa[:nnz] * (f_s > 0)
+    g_pi = g_fa[nnz:] + (lam / batch) * n_s
     g_z = torch.addcmul(g_pi, g_u, er_s)
 
-    def per_latent(values: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(m, dtype=dtype, device=dev).index_add_(0, cols, values)
+    # weight gradients: (pattern^T as CSR, latents x rows) @ dense
+    order = torch.argsort(cols, stable=True)
+    crow_t, rows_t = _crow(torch.bincount(cols, minlength=m)), rows[order]
+    grad_w_dec = _csr(crow_t, rows_t, f_s[order], (m, batch)) @ grad_out[:batch]
+    grad_w_enc_t = _csr(crow_t, rows_t, g_z[order], (m, batch)) @ xc
 
-    w_enc_t = torch.zeros(m, xc.shape[1], dtype=dtype, device=dev).index_add_(0, cols, g_z[:, None] * xc[rows])
+    def per_latent(values: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(m, dtype=dtype, device=xc.device).index_add_(0, cols, values)
+
     _set_grads(
         p,
-        W_dec=torch.zeros_like(p.W_dec).index_add_(0, cols, f_s[:, None] * g_out_rows),
-        W_enc=w_enc_t.T,
-        b_dec=g_out.sum(0) - p.W_enc @ per_latent(g_z),
+        W_dec=grad_w_dec,
+        W_enc=grad_w_enc_t.T,
+        b_dec=grad_out[:batch].sum(0) - p.W_enc @ per_latent(g_z),
         b_gate=per_latent(g_pi),
         b_mag=per_latent(g_u),
         r_mag=er * per_latent(g_u * z_s),
     )
-    fired = torch.zeros(m, dtype=torch.bool, device=dev)
+    fired = torch.zeros(m, dtype=torch.bool, device=xc.device)
     fired[cols] = True
     return losses, fired
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
 import shutil
@@ -31,6 +32,7 @@ from saerad.errors import ConfigError
 from saerad.sae.model import GatedSAE, GatedSAEConfig, atomic_write_text
 from saerad.sae.steps import StepResult, lean_step
 
+log = logging.getLogger(__name__)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -95,6 +97,7 @@ class SAETrainer:
             self.sae.parameters(), lr=cfg.lr, betas=cfg.betas, fused=fused, foreach=None if fused else True
         )
         self.last_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=self.device)
+        self._sparse_ok = True
         if cfg.compute_dtype == "auto":
             self.compute_dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         else:
@@ -130,12 +133,18 @@ class SAETrainer:
         step = self.state.step
         x = x_raw.to(self.device, torch.float32) * self.input_scale
         sparse_cap = None
-        if self.cfg.sparse_max_l0 is not None:
+        if self.cfg.sparse_max_l0 is not None and self._sparse_ok:
             sparse_cap = min(self.cfg.sparse_max_l0, self.sae.cfg.d_sae / 16)
-        result = lean_step(
-            self.sae, x, self.lam_at(step), compute_dtype=self.compute_dtype,
-            sparse_max_l0=sparse_cap, compile=self.cfg.compile,
-        )
+        kwargs = {"compute_dtype": self.compute_dtype, "compile": self.cfg.compile}
+        try:
+            result = lean_step(self.sae, x, self.lam_at(step), sparse_max_l0=sparse_cap, **kwargs)
+        except (RuntimeError, NotImplementedError) as exc:
+            if sparse_cap is None:
+                raise
+            # A backend without the CSR kernels: the dense step computes the same gradients.
+            log.warning("sparse SAE step unavailable on %s (%s); using the dense step", self.device, exc)
+            self._sparse_ok = False
+            result = lean_step(self.sae, x, self.lam_at(step), sparse_max_l0=None, **kwargs)
         if self.cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.sae.parameters(), self.cfg.grad_clip)
         lr = self.lr_at(step)

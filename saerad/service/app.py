@@ -5,9 +5,11 @@ once per process in the lifespan, then warmed up in the background: ``/healthz``
 the process serves, ``/readyz`` only after the first synthetic image went through the model, so a
 load balancer never sends traffic to a replica that would answer its first request slowly.
 
-Inference runs in a dedicated pool of ``inference_threads`` threads, never on the event loop. One
-thread is the default: torch already spreads one image over every core, so two images at once on a
-2-core machine only fight for the same cores (measured in bench/bench_service_load.py).
+Inference runs in a dedicated pool of ``inference_threads`` threads, never on the event loop, and
+torch gets cores / (workers x inference_threads) threads per op, so concurrent requests run side by
+side instead of fighting over the same cores. Micro-batching concurrent requests was measured and not
+adopted (docs/deployment.md): on 2 CPU cores a batch of 8 encoded no faster per image than one
+image per thread, and it would add queueing latency.
 """
 
 from __future__ import annotations
@@ -111,6 +113,10 @@ def create_app(settings: ServiceSettings | None = None, *, reporter: Reporter | 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if reporter is None:  # an injected reporter (tests) shares its process: leave torch alone
+            import torch
+
+            torch.set_num_threads(settings.effective_torch_threads())
         loaded = reporter if reporter is not None else await run_in_threadpool(_load_reporter, settings)
         store = await run_in_threadpool(lambda: JobStore(settings.job_db, replica_id=settings.replica_id))
         runner = JobRunner(store, workers=settings.job_workers, queue_size=settings.queue_size,

@@ -5,7 +5,6 @@ Everything is 16-32 px and seeded so the mechanics tests run in seconds on a sha
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from saerad.diffusion.data import PairedImages, resize_image, to_model
-from saerad.diffusion.model import TokenConditionedUNet, load_diffusion, save_diffusion
+from saerad.diffusion.model import load_diffusion, save_diffusion
 from saerad.errors import BundleError
 
 

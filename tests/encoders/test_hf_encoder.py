@@ -35,6 +35,20 @@ def test_class_token_is_token_zero_of_last_hidden_state(tiny_dinov2_dir):
     assert not encoder.model.training
 
 
+def test_cpu_fast_path_is_exact(tiny_dinov2_dir):
+    from saerad.encoders.cpu_speed import onednn_linear_available
+    from saerad.encoders.hf import HFDinov2Encoder
+
+    if not onednn_linear_available():
+        pytest.skip("oneDNN linear not available in this torch build")
+    fast = HFDinov2Encoder(tiny_dinov2_dir)
+    plain = HFDinov2Encoder(tiny_dinov2_dir, cpu_fast_path=False)
+    assert fast.cpu_fast_path["onednn_linear"] > 0 and fast.cpu_fast_path["folded_layer_scale"] == 4
+    assert fast.cpu_fast_path["fused_gelu"] == 2 and not plain.cpu_fast_path
+    batch = torch.randn(3, 3, 42, 42)
+    torch.testing.assert_close(fast.encode(batch), plain.encode(batch), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("shape", [(50, 70), (90, 45), (30, 30)])
 def test_preprocessing_equals_the_checkpoints_own_processor(tiny_dinov2_dir, shape):
     from transformers import AutoImageProcessor

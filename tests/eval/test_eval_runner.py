@@ -66,7 +66,7 @@ def test_score_writes_outputs(tmp_path: Path) -> None:
 
 
 def test_chexbert_columns_use_chexbert_labels_only(tmp_path: Path) -> None:
-    metrics = score_reports(PREDS, REFS, tmp_path, _opts().__class__(n_resamples=20, meteor=False, chexbert=FakeCheXbert()))
+    metrics = score_reports(PREDS, REFS, tmp_path, ScoreOptions(n_resamples=20, meteor=False, chexbert=FakeCheXbert()))
     chex = metrics["systems"]["predictions"]["chexbert"]["uncertain_positive"]
     # fake labels agree perfectly on one condition: F1 1 there, 0 elsewhere
     assert chex["per_condition"]["Cardiomegaly"]["value"] == 1.0

@@ -57,6 +57,7 @@ def test_meteor_unavailable_reason() -> None:
     assert reason is not None and "Java" in reason
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(meteor_unavailable_reason() is not None, reason="no Java runtime for METEOR")
 def test_meteor_python_aggregate_equals_java_eval() -> None:
     """Bootstrap resamples are scored in Python: that must equal the jar's own EVAL."""

@@ -1,4 +1,4 @@
-from saerad.labeling.text import iter_unique, normalize_statement, report_keys, sentence_keys
+from saerad.labeling.text import normalize_statement, report_keys, sentence_keys
 
 
 def test_normalize_statement_drops_numbers_dates_ages_and_deid_marks():
@@ -27,7 +27,6 @@ def test_keys_do_not_start_or_end_with_function_words():
     assert not any(k.endswith(" is") or k.startswith("is ") for k in keys)
 
 
-def test_report_keys_and_unique_texts():
+def test_report_keys():
     keys = report_keys("Cardiomegaly. No pleural effusion.")
     assert {"cardiomegaly", "no pleural effusion"} <= keys
-    assert iter_unique(["a  b", "a b", None, " ", "c"]) == ["a  b", "c"]
