@@ -48,6 +48,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--lam", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--include-unusable", action="store_true",
+                   help="write findings from described features whose held-out score is below the bar too")
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--describer-opt", action="append", default=[], metavar="KEY=VALUE",
@@ -119,7 +121,7 @@ def run_fold(fold, studies, emb, fold_of, args, log):
         acts = sae.encode(test.tokens).numpy()
     sae_reports, n_active, n_used = [], [], []
     for row in acts:
-        sel = selector.select(row, top_k=args.top_k)
+        sel = selector.select(row, top_k=args.top_k, usable_only=not args.include_unusable)
         sae_reports.append(" ".join(s.text for s in compose(sel.chosen).sentences))
         n_active.append(len(sel.active))
         n_used.append(len(sel.chosen))
@@ -165,7 +167,7 @@ def score(preds: list[str], refs: list[str]) -> dict[str, float]:
 def latency(bundle: Path, images: list[Path], n: int, threads: int) -> dict[str, float] | None:
     from saerad.pipeline import Reporter
 
-    if not (bundle / "manifest.json").is_file():
+    if n <= 0 or not (bundle / "manifest.json").is_file():
         return None
     torch.set_num_threads(threads)
     reporter = Reporter.from_bundle(bundle)
@@ -229,19 +231,21 @@ def main() -> None:
           f"{feats['alive']} alive, {feats['d_sae']} total | - | - |")
     print(f"| usable features (score >= the dictionary's bar) | {feats['usable']}/{feats['d_sae']} | - | - |")
     if lat is None:
-        print(f"| report latency p50, 1 image, 2 threads | no bundle at {args.bundle} | <= 300 ms | MISS |")
+        why = "not measured (--latency-images 0)" if args.latency_images <= 0 else f"no bundle at {args.bundle}"
+        print(f"| report latency p50, 1 image | {why} | <= 300 ms | MISS |")
     else:
         status = "PASS" if lat["p50_ms"] <= GOAL_LATENCY_MS else "MISS"
-        print(f"| report latency p50 (p95), 1 image, 2 threads, n={lat['n']} | {lat['p50_ms']:.0f} ms "
+        print(f"| report latency p50 (p95), 1 image, {args.latency_threads} thread(s), n={lat['n']} | {lat['p50_ms']:.0f} ms "
               f"({lat['p95_ms']:.0f} ms) | <= 300 ms | {status} |")
     print(f"\nexpansion x{folds[0]['expansion']}, {folds[0]['steps']} SAE steps per fold, describer options "
-          f"{describer_options(args) or 'default'}; CV took {cv_seconds:.0f} s; latency with {args.latency_threads} torch threads")
+          f"{describer_options(args) or 'default'}, {'all described' if args.include_unusable else 'usable'} features; CV took {cv_seconds:.0f} s; latency with {args.latency_threads} torch threads")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "results": results, "features": feats, "mean_active": n_active, "mean_used": n_used,
         "empty_share": empty, "latency": lat, "folds": args.folds, "n": len(refs),
         "expansion": folds[0]["expansion"], "steps": folds[0]["steps"], "cv_seconds": cv_seconds,
-        "describer_options": describer_options(args),
+        "describer_options": describer_options(args), "include_unusable": args.include_unusable,
+        "val_fraction": args.val_fraction,
     }, indent=2))
 
 

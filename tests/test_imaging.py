@@ -227,3 +227,11 @@ def test_errors_never_echo_patient_tags():
             load_xray(data)
         messages.append(str(info.value))
     assert all("SECRET-42" not in m and "Test^Patient" not in m for m in messages)
+
+
+def test_multi_frame_dicom_gives_its_first_frame():
+    frames = np.stack([np.tile(np.arange(8, dtype=np.uint16), (4, 1)), np.full((4, 8), 7, np.uint16)])
+    data = _dicom_bytes(frames.reshape(8, 8), Rows=4, Columns=8, NumberOfFrames=2, BitsStored=16, HighBit=15)
+    pixels = load_xray(data).pixels
+    assert pixels.shape == (4, 8)
+    np.testing.assert_allclose(pixels[0], np.arange(8) / 7, atol=1e-6)

@@ -57,7 +57,10 @@ def embed(
     typer.echo(f"{where}{result.images_done} images in {result.seconds:.1f} s ({rate:.1f} img/s), "
                f"{result.failed} unreadable, {result.shards_skipped} shard(s) already done", err=True)
     if result.merged:
-        typer.echo(f"wrote {out}" + (f" (unreadable images listed in {job.failures_path})" if job.failures_path.exists() else ""))
+        import json
+
+        failed = json.loads(job.failures_path.read_text(encoding="utf-8"))["count"]
+        typer.echo(f"wrote {out}" + (f" ({failed} unreadable images listed in {job.failures_path})" if failed else ""))
 
 
 @app.command("fetch-encoder")

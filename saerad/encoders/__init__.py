@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from saerad.encoders.base import ClassTokenEncoder
+from saerad.encoders.store import EmbeddingSet
 from saerad.errors import ConfigError
 
 
@@ -35,4 +36,4 @@ def load_encoder(spec: str = "default", device: str = "cpu", *, precision: str =
     return HFDinov2Encoder(directory, spec=f"hf:{directory.resolve()}", device=device, precision=precision)
 
 
-__all__ = ["ClassTokenEncoder", "load_encoder"]
+__all__ = ["ClassTokenEncoder", "EmbeddingSet", "load_encoder"]

@@ -6,10 +6,10 @@ is ``last_hidden_state[:, 0]``, i.e. token 0 after the final layernorm (Rad-DINO
 the CLS embedding; it equals Dinov2Model's ``pooler_output``).
 
 On the CPU in fp32 the loaded model is patched by :mod:`saerad.encoders.cpu_speed` (oneDNN linear
-layers, fused GELU, folded layer scale; self-checked against the plain model), which makes it about as
-fast as onnxruntime on the same graph. Precision: ``"fp32"`` on CPU by default; ``"auto"`` picks bf16 autocast on CUDA (needed for
-Rad-DINO at 518 x 518 to reach hundreds of images/s) and fp32 on CPU. Tokens always come back as
-float32 on the CPU.
+layers, fused GELU, folded layer scale; self-checked against the plain model), which brings it level
+with onnxruntime on the same graph. Precision: ``"auto"`` (default) is bf16 autocast on CUDA (needed
+for Rad-DINO at 518 x 518 to reach hundreds of images/s) and fp32 on the CPU; ``"fp32"``, ``"bf16"``,
+``"fp16"`` force one. Tokens always come back as float32 on the CPU.
 """
 
 from __future__ import annotations

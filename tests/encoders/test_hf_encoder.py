@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import RAD_DINO_LIKE, make_tiny_dinov2
+from tiny_dinov2 import RAD_DINO_LIKE, make_tiny_dinov2
 
 from saerad.encoders import load_encoder
 from saerad.encoders.preprocess import HFProcessorFallback, ImagePreprocessor
