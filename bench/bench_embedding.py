@@ -73,12 +73,21 @@ def image_items(n: int, workdir: Path) -> tuple[list[tuple[str, Path]], str]:
     return items, source
 
 
-def time_job(items, encoder, workdir: Path, *, batch_size: int, num_workers: int, shard_size: int) -> float:
+def time_job(items, encoder, workdir: Path, *, batch_size: int, num_workers: int, shard_size: int) -> tuple[float, float]:
+    """(images per wall second, CPU seconds used by this process and its decode workers)."""
     out = workdir / f"emb-{time.time_ns()}.safetensors"
     job = EmbedJob(out=out, batch_size=batch_size, num_workers=num_workers, shard_size=shard_size, progress=False)
+    cpu_before = _cpu_seconds()
     result = run_embedding(items, encoder, job, dist=DistInfo())
     assert result.merged and result.failed == 0
-    return result.images_done / result.seconds
+    return result.images_done / result.seconds, _cpu_seconds() - cpu_before
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def best_rate(fn, batch: int, repeats: int = 3) -> float:
@@ -99,10 +108,15 @@ def cpu_section(args, rows: list, workdir: Path) -> None:
     items, source = image_items(args.cpu_images, workdir)
     warm = items[: args.cpu_batch]
     time_job(warm, encoder, workdir, batch_size=args.cpu_batch, num_workers=1, shard_size=len(warm))
-    rate = time_job(items, encoder, workdir, batch_size=args.cpu_batch, num_workers=1, shard_size=args.cpu_images)
+    rate, cpu_s = time_job(items, encoder, workdir, batch_size=args.cpu_batch, num_workers=1, shard_size=args.cpu_images)
     rows.append(("default encoder end to end (decode + preprocess + encode + write), torch fp32",
                  f"2 CPU cores, batch {args.cpu_batch}, 1 decode worker, {len(items)} imgs of {source}",
                  f"{rate:.1f} img/s", f">= {CPU_TARGET:.0f} img/s", "PASS" if rate >= CPU_TARGET else "MISS"))
+    # On a shared machine the wall-clock rate measures the neighbours too; CPU time does not: this is
+    # the rate two fully available cores would give (an upper bound: assumes perfect 2-core overlap).
+    owned = len(items) / (cpu_s / 2)
+    rows.append(("same, per CPU time (as if both cores were ours)", f"{cpu_s:.0f} CPU-s for {len(items)} imgs",
+                 f"{owned:.1f} img/s", f">= {CPU_TARGET:.0f} img/s", "info"))
 
     # model only: converted torch vs onnxruntime on the same preprocessed batch
     from saerad.imaging import load_xray
@@ -169,7 +183,7 @@ def gpu_section(args, rows: list, workdir: Path) -> None:
     items, source = image_items(args.gpu_images, workdir)
     workers = args.gpu_workers or max(1, min(16, (os.cpu_count() or 2) - 2))
     time_job(items[: args.gpu_batch * 4], encoder, workdir, batch_size=args.gpu_batch, num_workers=workers, shard_size=args.gpu_batch * 4)
-    rate = time_job(items, encoder, workdir, batch_size=args.gpu_batch, num_workers=workers, shard_size=2048)
+    rate, _ = time_job(items, encoder, workdir, batch_size=args.gpu_batch, num_workers=workers, shard_size=2048)
     rows.append(("Rad-DINO-sized ViT-B/14 @518 end to end (decode overlapped)",
                  f"{name}, {encoder.precision}, batch {args.gpu_batch}, {workers} workers, {len(items)} imgs of {source}",
                  f"{rate:.0f} img/s", f">= {GPU_TARGET:.0f} img/s", "PASS" if rate >= GPU_TARGET else "MISS"))

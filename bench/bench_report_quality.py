@@ -70,12 +70,10 @@ def find_embeddings(args) -> Path:
     sys.exit("no covid-cxr embeddings found: run `saerad build --dataset covid-cxr ...` or pass --embeddings")
 
 
-def describer_options(args) -> dict[str, float]:
-    out = {}
-    for item in args.describer_opt:
-        key, _, value = item.partition("=")
-        out[key] = int(value) if value.isdigit() else float(value)
-    return out
+def describer_options(args) -> dict:
+    from saerad.build import parse_describer_options
+
+    return parse_describer_options(args.describer_opt)
 
 
 def patient_folds(studies, k: int, seed: int) -> dict[str, int]:

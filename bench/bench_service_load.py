@@ -72,7 +72,7 @@ def start_server(args: argparse.Namespace, port: int, workdir: Path, log_path: P
     env = dict(os.environ)
     env.update(
         SAERAD_JOB_DB=str(workdir / "jobs.sqlite3"),
-        SAERAD_INFERENCE_THREADS=str(args.inference_threads),
+        **({"SAERAD_INFERENCE_THREADS": str(args.inference_threads)} if args.inference_threads else {}),
         **({"SAERAD_TORCH_THREADS": str(args.torch_threads)} if args.torch_threads else {}),
         SAERAD_LOG_LEVEL="INFO",
     )
@@ -142,8 +142,9 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=16)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--inference-threads", type=int, default=1)
-    ap.add_argument("--torch-threads", type=int, default=None, help="SAERAD_TORCH_THREADS (default: torch's)")
+    ap.add_argument("--inference-threads", type=int, default=None,
+                    help="SAERAD_INFERENCE_THREADS (default: the service's)")
+    ap.add_argument("--torch-threads", type=int, default=None, help="SAERAD_TORCH_THREADS (default: the service's)")
     ap.add_argument("--images", type=int, default=100, help="distinct images cycled over")
     ap.add_argument("--format", default="json", choices=["json", "text", "fhir"])
     args = ap.parse_args()
@@ -174,7 +175,7 @@ def main() -> None:
     cores = os.cpu_count()
     print(f"## Service load benchmark ({args.requests} x POST /v1/reports?format={args.format}, "
           f"{args.clients} clients, {len(images)} covid-cxr images, {cores} CPU cores, "
-          f"workers={args.workers}, inference_threads={args.inference_threads}, "
+          f"workers={args.workers}, inference_threads={args.inference_threads or 'default'}, "
           f"torch_threads={args.torch_threads or 'default'})\n")
     print(f"bundle: `{args.bundle or 'embedded default'}`; server ready after {ready_s:.1f} s\n")
     print("| metric | value | target | result |")

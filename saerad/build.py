@@ -62,6 +62,8 @@ class BuildConfig:
     augment: int = 0  # extra augmented views per training image (SAE training only)
     expansion: int | None = None  # None: see auto_expansion
     describer: str = "extractive"
+    describer_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"max_pvalue": 0.05}
+    findings_from_all_described: bool = False  # bundle default: also features whose score fails the bar
     include_report_text: bool = True
     work_dir: Path | None = None
     val_fraction: float = 0.15
@@ -86,6 +88,20 @@ class BuildConfig:
             raise ConfigError(f"unknown describer {self.describer!r}; choose extractive or llm")
         if self.expansion is not None and self.expansion <= 0:
             raise ConfigError("--expansion must be a positive integer")
+
+
+def parse_describer_options(items: Sequence[str]) -> dict[str, Any]:
+    """``["max_pvalue=0.05", "min_support=2"]`` -> ``{"max_pvalue": 0.05, "min_support": 2}`` (JSON values)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"describer options are KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def auto_expansion(n_images: int, dim: int) -> int:
@@ -244,7 +260,7 @@ def build(cfg: BuildConfig) -> BuildResult:
                 "split": path_fingerprint(paths.split),
                 "reports": studies_fingerprint(studies, with_text=True),
             },
-            params={"describer": cfg.describer, "top_images": cfg.top_images},
+            params={"describer": cfg.describer, "options": cfg.describer_options, "top_images": cfg.top_images},
             outputs=[paths.dictionary],
             run=lambda: _dictionary(cfg, studies, paths),
         ),
@@ -262,6 +278,7 @@ def build(cfg: BuildConfig) -> BuildResult:
                 "version": cfg.version,
                 "include_report_text": cfg.include_report_text,
                 "license": cfg.license,
+                "all_described": cfg.findings_from_all_described,
             },
             outputs=[cfg.out],
             run=lambda: _bundle(cfg, studies, expansion, paths),
@@ -483,11 +500,13 @@ def _dictionary(cfg: BuildConfig, studies: Sequence[Study], paths: _Paths) -> No
 
 
 def _describer(cfg: BuildConfig, paths: _Paths):
-    if cfg.describer == "extractive":
-        return "extractive"
     from saerad.labeling.base import make_describer
 
-    return make_describer("llm", cache_dir=paths.llm_cache)
+    options = cfg.describer_options if cfg.describer == "extractive" else {"cache_dir": paths.llm_cache, **cfg.describer_options}
+    try:
+        return make_describer(cfg.describer, **options)
+    except (TypeError, ValueError) as exc:  # an option the describer does not have
+        raise ConfigError(f"invalid {cfg.describer} describer options {cfg.describer_options}: {exc}") from exc
 
 
 def _bundle(cfg: BuildConfig, studies: Sequence[Study], expansion: int, paths: _Paths) -> None:
@@ -521,13 +540,14 @@ def _bundle(cfg: BuildConfig, studies: Sequence[Study], expansion: int, paths: _
         sae_metrics=sae_info["metrics"],
         dictionary=dictionary,
         data=data,
-        report=ReportDefaults(),
+        report=ReportDefaults(usable_only=not cfg.findings_from_all_described),
         build={
             "command": "saerad build",
             "dataset": cfg.dataset,
             "encoder": cfg.encoder,
             "expansion": expansion,
             "describer": cfg.describer,
+            "describer_options": cfg.describer_options,
             "sae_train_config": sae_info["train_config"],
             "include_report_text": cfg.include_report_text,
             "seed": cfg.seed,

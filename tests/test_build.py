@@ -106,3 +106,27 @@ def test_build_cli_options(dataset, tmp_path):
     m = Bundle.load(out).manifest
     assert (m.name, m.version, m.sae.config["d_sae"]) == ("cli", "0.1", 32)
     assert not m.dictionary.includes_report_text
+
+
+def test_build_from_precomputed_embeddings_with_options(dataset, tmp_path):
+    from saerad.encoders.store import EmbeddingSet
+    from saerad.errors import ConfigError
+
+    first = _config(dataset, tmp_path / "a")
+    build(first)
+    embeddings = first.work_dir / "embeddings.safetensors"
+    cfg = _config(
+        dataset, tmp_path / "b", embeddings=embeddings, describer_options={"max_pvalue": 0.5},
+        findings_from_all_described=True,
+    )
+    result = build(cfg)
+    assert result.ran["embed"]
+    copied = EmbeddingSet.load(cfg.work_dir / "embeddings.safetensors")
+    assert copied.ids == EmbeddingSet.load(embeddings).ids
+    m = Bundle.load(tmp_path / "b").manifest
+    assert m.report.usable_only is False and m.build["describer_options"] == {"max_pvalue": 0.5}
+
+    with pytest.raises(ConfigError, match="not 'default'"):
+        build(_config(dataset, tmp_path / "c", embeddings=embeddings, encoder="default"))
+    with pytest.raises(ConfigError, match="describer options"):
+        build(_config(dataset, tmp_path / "d", describer_options={"no_such_option": 1}))

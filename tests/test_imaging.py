@@ -214,6 +214,7 @@ def test_dicom_too_large_is_refused_from_rows_and_columns():
         load_xray(_dicom_bytes(), max_pixels=100)
 
 
+@pytest.mark.filterwarnings("ignore:End of file reached")
 def test_truncated_dicom_pixels(fixtures_dir):
     data = (fixtures_dir / MONO2).read_bytes()
     with pytest.raises(ImageDecodeError):

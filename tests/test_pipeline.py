@@ -137,13 +137,13 @@ def test_encoder_mismatch_is_refused(reporter):
 def test_bad_image_and_llm_fallback(reporter, image, monkeypatch):
     with pytest.raises(ImageDecodeError):
         reporter.report(b"definitely not an image")
-    for key in ("SAERAD_LLM_BASE_URL", "SAERAD_LLM_MODEL"):
+    for key in ("SAERAD_LLM_BASE_URL", "SAERAD_LLM_API_KEY"):
         monkeypatch.delenv(key, raising=False)
     llm = Reporter(reporter.bundle, reporter.encoder, composer="llm")
     report = llm.report(image)
     if report.findings:
         assert report.composer == "deterministic (llm fallback)"
-        assert any("not set" in n for n in report.notes)
+        assert any("no LLM endpoint configured" in n for n in report.notes)
     assert [s.text for s in report.findings] == [s.text for s in reporter.report(image).findings]
 
 

@@ -32,6 +32,8 @@ def build_command(
     augment: int = typer.Option(0, "--augment", min=0, help="Extra augmented views per image for SAE training."),
     expansion: int | None = typer.Option(None, "--expansion", min=1, help="SAE width / encoder dim (default: the largest power of two <= 64 with one training image per feature)."),
     describer: DescriberChoice = typer.Option(DescriberChoice.extractive, "--describer", help="Feature descriptions: extractive (offline) or llm (SAERAD_LLM_*)."),
+    describer_opt: list[str] = typer.Option([], "--describer-opt", metavar="KEY=VALUE", help="Describer option, repeatable (e.g. max_pvalue=0.05 for the extractive one)."),
+    all_described: bool = typer.Option(False, "--all-described", help="Bundle default: write findings from every described feature, not only those whose held-out score passes."),
     no_report_text: bool = typer.Option(False, "--no-report-text", help="Leave report text of top images out of the bundle (for sharing)."),
     work_dir: Path | None = typer.Option(None, "--work-dir", help="Stage outputs and stamps (default: OUT.work)."),
     steps: int | None = typer.Option(None, "--steps", min=1, help="SAE training steps (default scales with the data)."),
@@ -44,7 +46,7 @@ def build_command(
     force: bool = typer.Option(False, "--force", help="Re-run every stage even when current."),
 ) -> None:
     """Build a model bundle; stages whose inputs are unchanged are skipped, interrupted ones resume."""
-    from saerad.build import BuildConfig, build
+    from saerad.build import BuildConfig, build, parse_describer_options
 
     cfg = BuildConfig(
         dataset=dataset.value,
@@ -55,6 +57,8 @@ def build_command(
         augment=augment,
         expansion=expansion,
         describer=describer.value,
+        describer_options=parse_describer_options(describer_opt),
+        findings_from_all_described=all_described,
         include_report_text=not no_report_text,
         work_dir=work_dir,
         sae_steps=steps,
@@ -70,3 +74,4 @@ def build_command(
     for stage, ran in result.ran.items():
         typer.echo(f"{stage:<11} {'ran' if ran else 'current (skipped)'}")
     typer.echo(f"bundle written to {result.out}")
+

@@ -19,8 +19,8 @@ import logging
 import re
 
 from pydantic import BaseModel, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from saerad.labeling.llm import LLMSettings  # one endpoint configuration (SAERAD_LLM_*) for describer and composer
 from saerad.report.composer import Composition, Labeler, default_labeler
 from saerad.report.schema import FeatureRef, Sentence
 
@@ -33,18 +33,6 @@ SYSTEM_PROMPT = (
     "numbered sentences do not state, and you must not leave any of them out. Reply with JSON only: "
     '{"sentences": [{"text": "<sentence>", "sources": [<numbers of the input sentences it states>]}]}'
 )
-
-
-class LLMSettings(BaseSettings):
-    """Endpoint settings, from ``SAERAD_LLM_*`` environment variables (shared with the describer)."""
-
-    model_config = SettingsConfigDict(env_prefix="SAERAD_LLM_", extra="ignore")
-
-    base_url: str | None = None
-    model: str | None = None
-    api_key: str = "not-needed"
-    timeout: float = 60.0
-    max_retries: int = 2
 
 
 class _ReplySentence(BaseModel):
@@ -98,13 +86,14 @@ def rephrase(
 
 
 def _client(settings: LLMSettings):
-    if not settings.base_url or not settings.model:
-        raise RejectedRewrite("SAERAD_LLM_BASE_URL and SAERAD_LLM_MODEL are not set")
+    key = settings.api_key.get_secret_value()
+    if not settings.base_url and key in ("", "not-needed"):
+        raise RejectedRewrite("no LLM endpoint configured: SAERAD_LLM_BASE_URL (or SAERAD_LLM_API_KEY) is not set")
     import openai
 
     return openai.OpenAI(
         base_url=settings.base_url,
-        api_key=settings.api_key,
+        api_key=key,
         timeout=settings.timeout,
         max_retries=settings.max_retries,
     )
@@ -114,8 +103,9 @@ def _ask(client, settings: LLMSettings, texts: list[str]) -> _Reply:
     numbered = "\n".join(f"{i + 1}. {t}" for i, t in enumerate(texts))
     try:
         response = client.chat.completions.create(
-            model=settings.model or "default",
-            temperature=0,
+            model=settings.model,
+            temperature=settings.temperature,
+            max_tokens=max(settings.max_tokens, 80 * len(texts)),
             messages=[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": numbered}],
         )
         content = response.choices[0].message.content or ""

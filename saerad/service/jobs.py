@@ -4,8 +4,8 @@ Why SQLite (stdlib, WAL): finished results must survive a restart and be readabl
 process or replica that shares the file, without another server to run. Why job inputs stay in
 memory only: an uploaded X-ray is patient data; only derived results (report JSON, PNG maps) are
 written, and they expire after ``ttl_s``. A job whose process died before finishing is marked
-``failed`` (code ``interrupted``) by the next process on the same host instead of staying
-``running`` forever.
+``failed`` (code ``interrupted``) by the next process on the same host (or with the same replica id),
+or by any process once it is older than ``stale_s``, instead of staying ``running`` forever.
 
 Why a counter instead of ``queue.Queue(maxsize)``: the limit must be checked *before* a job row is
 created and the upload accepted, so a full queue answers 429 at once, with a ``Retry-After`` computed

@@ -23,7 +23,7 @@ class ServiceSettings(BaseSettings):
     # --- model -------------------------------------------------------------------------------
     bundle: str | None = Field(None, description="Bundle directory; unset = the embedded default bundle.")
     device: str = Field("cpu", description="Torch device of the encoder, SAE and diffusion model.")
-    warmup: bool = Field(True, description="Run one synthetic image through the model before /readyz is ok.")
+    warmup: bool = Field(True, description="Run synthetic images through the model before /readyz is ok.")
 
     # --- security ----------------------------------------------------------------------------
     api_key: SecretStr | None = Field(

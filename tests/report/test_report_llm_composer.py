@@ -60,7 +60,7 @@ def test_bad_rewrites_fall_back_and_say_so(server, reply, reason):
 
 
 def test_unconfigured_or_unreachable_endpoint_falls_back():
-    out = rephrase(_draft(), settings=LLMSettings(base_url=None, model=None), labeler=stub_labeler)
+    out = rephrase(_draft(), settings=LLMSettings(base_url=None, api_key="not-needed"), labeler=stub_labeler)
     assert out.composer == "deterministic (llm fallback)"
     dead = LLMSettings(base_url="http://127.0.0.1:9/v1", model="m", timeout=1, max_retries=0)
     out = rephrase(_draft(), settings=dead, labeler=stub_labeler)
