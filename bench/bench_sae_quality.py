@@ -16,6 +16,7 @@ of expansions x lambdas; goal: explained variance >= 0.90 at mean L0 <= 16. For 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -54,13 +55,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--embeddings", type=Path, nargs="*", default=None)
     ap.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data" / "covid-cxr")
-    ap.add_argument("--expansions", type=float, nargs="+", default=[8, 16, 64])
-    ap.add_argument("--lambdas", type=float, nargs="+", default=[0.5, 1.0, 2.0])
+    ap.add_argument("--expansions", type=float, nargs="+", default=[0.5, 1, 2, 8])
+    ap.add_argument("--lambdas", type=float, nargs="+", default=[0.8, 1.0, 1.5])
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--lr", type=float, default=TrainConfig.lr)
     ap.add_argument("--val-fraction", type=float, default=0.2)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="split + init seeds; rows show the mean")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
 
@@ -71,20 +72,24 @@ def main() -> None:
     emb = load_embedding_files(files)
     patient_of = {iid: s.patient_id for s in load_dataset("covid-cxr", args.root) for iid in s.image_ids}
     unknown = {base_id(i) for i in emb.ids} - set(patient_of)
-    split = make_split(emb.ids, val_fraction=args.val_fraction, seed=args.seed, groups=patient_of)
-    train, val = emb.tokens[split.train], emb.tokens[split.val]
-    n_aug = sum("#" in emb.ids[i] for i in split.train)
-    val_patients = {patient_of.get(base_id(emb.ids[i])) for i in split.val}
-    train_patients = {patient_of.get(base_id(emb.ids[i])) for i in split.train}
-    assert not (val_patients & train_patients - {None}), "patient leak"
 
     print("# Gated SAE quality: covid-cxr class tokens, patient-disjoint held-out split\n")
-    print(f"files: {', '.join(str(f) for f in files)}; encoder {emb.encoder!r}, d={emb.dim}")
-    print(f"train: {len(split.train)} vectors ({n_aug} augmented views) from {len(train_patients)} patients; "
-          f"held-out: {len(split.val)} original images from {len(val_patients)} patients"
+    print(f"files: {', '.join(str(f) for f in files)}; encoder {emb.encoder!r}, d={emb.dim}"
           + (f"; {len(unknown)} images without a patient id (own group)" if unknown else ""))
-    print(f"steps {args.steps}, batch {args.batch_size}, lr {args.lr}, device {args.device}\n")
-    print(f"PCA-16 held-out EV (linear reference): {pca_explained_variance(train, val, 16):.3f}\n")
+    splits = {}
+    for seed in args.seeds:
+        split = make_split(emb.ids, val_fraction=args.val_fraction, seed=seed, groups=patient_of)
+        val_patients = {patient_of.get(base_id(emb.ids[i])) for i in split.val}
+        train_patients = {patient_of.get(base_id(emb.ids[i])) for i in split.train}
+        assert not (val_patients & train_patients - {None}), "patient leak"
+        n_aug = sum("#" in emb.ids[i] for i in split.train)
+        train, val = emb.tokens[split.train], emb.tokens[split.val]
+        splits[seed] = (train, val)
+        print(f"seed {seed}: train {len(split.train)} vectors ({n_aug} augmented views) from {len(train_patients)} "
+              f"patients; held-out {len(split.val)} original images from {len(val_patients)} patients; "
+              f"PCA-16 held-out EV (linear reference) {pca_explained_variance(train, val, 16):.3f}")
+    print(f"\nsteps {args.steps}, batch {args.batch_size}, lr {args.lr}, device {args.device}; "
+          f"values are means over seeds {args.seeds}\n")
 
     print("| expansion | m | lambda | held-out EV | held-out L0 | dead (held-out) | shrinkage | train EV | train L0 "
           "| goal | minutes |")
@@ -92,24 +97,32 @@ def main() -> None:
     results = []
     for expansion in args.expansions:
         for lam in args.lambdas:
-            cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, lam=lam, seed=args.seed)
             start = time.perf_counter()
-            trainer = SAETrainer.create(train, int(expansion * emb.dim), cfg, device=args.device)
-            trainer.fit(ResidentBatches(train.to(trainer.device), cfg.batch_size, seed=cfg.seed), progress=False)
-            sae = trainer.export()
-            held, tr = evaluate_sae(sae, val), evaluate_sae(sae, train)
+            runs = []
+            for seed, (train, val) in splits.items():
+                cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, lam=lam, seed=seed)
+                trainer = SAETrainer.create(train, int(expansion * emb.dim), cfg, device=args.device)
+                trainer.fit(ResidentBatches(train.to(trainer.device), cfg.batch_size, seed=seed), progress=False)
+                sae = trainer.export()
+                runs.append((evaluate_sae(sae, val), evaluate_sae(sae, train)))
             minutes = (time.perf_counter() - start) / 60
-            ok = held.explained_variance >= GOAL_EV and held.l0 <= GOAL_L0
-            results.append((expansion, lam, held, ok))
-            print(f"| {expansion:g} | {sae.cfg.d_sae} | {lam:g} | {held.explained_variance:.3f} | {held.l0:.1f} | "
-                  f"{held.dead_fraction:.2f} | {held.shrinkage:.3f} | {tr.explained_variance:.3f} | {tr.l0:.1f} | "
-                  f"{'PASS' if ok else 'MISS'} | {minutes:.1f} |", flush=True)
-    within = [r for r in results if r[2].l0 <= GOAL_L0]
+
+            def mean(attr: str, which: int) -> float:
+                return statistics.fmean(getattr(r[which], attr) for r in runs)
+
+            ev, l0 = mean("explained_variance", 0), mean("l0", 0)
+            ok = ev >= GOAL_EV and l0 <= GOAL_L0
+            spread = f" ± {statistics.stdev(r[0].explained_variance for r in runs):.3f}" if len(runs) > 1 else ""
+            results.append((expansion, lam, ev, l0, ok))
+            print(f"| {expansion:g} | {int(expansion * emb.dim)} | {lam:g} | {ev:.3f}{spread} | {l0:.1f} | "
+                  f"{mean('dead_fraction', 0):.2f} | {mean('shrinkage', 0):.3f} | {mean('explained_variance', 1):.3f} | "
+                  f"{mean('l0', 1):.1f} | {'PASS' if ok else 'MISS'} | {minutes:.1f} |", flush=True)
+    within = [r for r in results if r[3] <= GOAL_L0]
     print()
     if within:
-        exp, lam, best, ok = max(within, key=lambda r: r[2].explained_variance)
-        print(f"best at L0 <= {GOAL_L0:g}: expansion {exp:g}, lambda {lam:g}: EV {best.explained_variance:.3f}, "
-              f"L0 {best.l0:.1f} -> goal EV >= {GOAL_EV} at L0 <= {GOAL_L0:g}: {'PASS' if ok else 'MISS'}")
+        exp, lam, ev, l0, ok = max(within, key=lambda r: r[2])
+        print(f"best at L0 <= {GOAL_L0:g}: expansion {exp:g}, lambda {lam:g}: EV {ev:.3f}, L0 {l0:.1f} "
+              f"-> goal EV >= {GOAL_EV} at L0 <= {GOAL_L0:g}: {'PASS' if ok else 'MISS'}")
     else:
         print(f"no configuration reached L0 <= {GOAL_L0:g}: goal MISS (raise lambda)")
 

@@ -23,15 +23,14 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    # Each module adds its commands to ``app`` on import.
-    from saerad.cli import embed, sae  # noqa: F401
-
-    for optional in ("evaluate", "report", "diffusion", "serve", "build"):
-        try:
-            __import__(f"saerad.cli.{optional}")
-        except ModuleNotFoundError as exc:  # a stage not built yet
-            if exc.name != f"saerad.cli.{optional}":
-                raise
+    # Each module adds its commands to ``app`` on import, in pipeline order.
+    import saerad.cli.embed
+    import saerad.cli.sae
+    import saerad.cli.build
+    import saerad.cli.report
+    import saerad.cli.diffusion
+    import saerad.cli.evaluate
+    import saerad.cli.serve  # noqa: F401
 
 
 def main() -> None:

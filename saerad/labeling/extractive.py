@@ -25,7 +25,7 @@ import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
@@ -66,6 +66,14 @@ class ExtractiveConfig:
     max_words: int = MAX_WORDS
     max_ngram: int = MAX_NGRAM
     cache_reports: int = 8192  # statement sets kept in memory (reports recur across features)
+    # Label-driven path (saerad.labeling.label_driven): a feature whose activation over all training
+    # reports tracks a labeller condition is described by that condition, before any phrase search.
+    label_driven: bool = True
+    label_fdr: float = 0.05
+    label_min_auroc: float = 0.6
+    label_min_odds_ratio: float = 2.0
+    label_min_positives: int = 5
+    label_refine: bool = True  # prefer an over-represented phrase stating exactly that condition
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,7 @@ class ExtractiveDescriber(Describer):
         self._labeler = labeler
         self._splitter = splitter
         self._label_cache: dict[str, bool] = {}
+        self._condition_cache: dict[str, frozenset[str]] = {}
 
     def config(self) -> dict:
         return {"name": self.name, **asdict(self.cfg)}
@@ -105,10 +114,31 @@ class ExtractiveDescriber(Describer):
     def _required(self, k: int) -> int:
         return max(self.cfg.min_support, math.ceil(self.cfg.min_support_fraction * k))
 
+    def label_config(self):
+        """The label-driven test's settings, or None when that path is off (the builder asks)."""
+        from saerad.labeling.label_driven import LabelDrivenConfig
+
+        if not self.cfg.label_driven:
+            return None
+        return LabelDrivenConfig(
+            fdr=self.cfg.label_fdr, min_auroc=self.cfg.label_min_auroc,
+            min_odds_ratio=self.cfg.label_min_odds_ratio, min_positives=self.cfg.label_min_positives
+        )
+
     def describe_many(
-        self, evidence: Sequence[FeatureEvidence], *, corpus: Sequence[str] = (), progress: bool = False
+        self,
+        evidence: Sequence[FeatureEvidence],
+        *,
+        corpus: Sequence[str] = (),
+        progress: bool = False,
+        matches: Mapping | None = None,
     ) -> list[Description]:
+        """``matches``: feature id -> :class:`~saerad.labeling.label_driven.ConditionMatch` from the
+        label-driven test; those features are described by their condition (a phrase of the top
+        reports that states exactly it, else the canonical statement), the rest by phrases."""
         from tqdm.auto import tqdm
+
+        matches = matches or {}
 
         # Bounded cache: top reports recur across features, but at MIMIC scale (49k features x 16
         # reports) keeping every report's statements would cost gigabytes.
@@ -137,8 +167,50 @@ class ExtractiveDescriber(Describer):
                 df[k] += times
         n = sum(background.values())
         return [
-            self._select(ev.feature_id, support, k, df, n) for ev, support, k in zip(evidence, supports, sizes)
+            self._by_condition(ev.feature_id, matches[ev.feature_id], support, k, df, n)
+            if ev.feature_id in matches
+            else self._select(ev.feature_id, support, k, df, n)
+            for ev, support, k in zip(evidence, supports, sizes)
         ]
+
+    def _by_condition(self, fid: int, match, support: Counter[str], k: int, df: Counter[str], n: int) -> Description:
+        from saerad.labeling.label_driven import CANONICAL
+
+        info = {
+            "path": "label",
+            "condition": match.condition,
+            "train_auroc": round(match.auroc, 4),
+            "train_odds_ratio": round(match.odds_ratio, 3),
+            "train_pvalue": float(f"{match.pvalue:.3g}"),
+            "train_positives": match.n_positive,
+            "train_units": match.n,
+        }
+        text = CANONICAL[match.condition]
+        if self.cfg.label_refine and support and match.condition in CANONICAL and match.condition != "No Finding":
+            min_lr = math.log(self.cfg.min_ratio)
+            best = None
+            for key, a in support.items():
+                c = max(df.get(key, 0), a)
+                lr = math.log((a / k) / ((c + 1) / (n + 2)))
+                if lr < min_lr or self._conditions_of(key) != {match.condition}:
+                    continue
+                weight = 1.0 if " " in key else self.cfg.single_word_weight
+                cand = (-(weight * a / k * lr), key)
+                if best is None or cand < best:
+                    best = cand
+            if best is not None:
+                text = truncate_words(best[1], self.cfg.max_words)
+                info["refined"] = True
+        return Description(fid, text, info)
+
+    def _conditions_of(self, key: str) -> frozenset[str]:
+        """Conditions a statement asserts (positive or uncertain), No Finding aside."""
+        hit = self._condition_cache.get(key)
+        if hit is None:
+            labels = self.labeler(key)
+            hit = frozenset(c for c, v in labels.items() if c not in _IGNORED and v is not None and v == v and int(v) in (1, -1))
+            self._condition_cache[key] = hit
+        return hit
 
     def _select(self, fid: int, support: Counter[str], k: int, df: Counter[str], n: int) -> Description:
         if k < self._required(k) or not support:

@@ -32,14 +32,31 @@ log = logging.getLogger(__name__)
 
 
 def load_embedding_files(paths: Sequence[str | os.PathLike]):
-    """Concatenate ``saerad embed`` outputs (same encoder; ids must not repeat)."""
+    """Concatenate ``saerad embed`` outputs of one encoder.
+
+    An id present in several files (e.g. the originals inside an ``--augment`` file and the plain
+    file) is kept once, provided its vectors agree; conflicting vectors are an error.
+    """
     from saerad.encoders.store import EmbeddingSet
 
     if not paths:
         raise ConfigError("give at least one embeddings file")
     sets = [EmbeddingSet.load(p) for p in paths]
+    if len(sets) == 1:
+        return sets[0]
+    first: dict[str, torch.Tensor] = {}
+    parts = []
+    for path, emb in zip(paths, sets):
+        new = []
+        for row, image_id in enumerate(emb.ids):
+            if image_id not in first:
+                first[image_id] = emb.tokens[row]
+                new.append(image_id)
+            elif not torch.allclose(first[image_id], emb.tokens[row], rtol=1e-4, atol=1e-5):
+                raise ConfigError(f"{path}: id {image_id!r} appears in another file with a different vector")
+        parts.append(emb if len(new) == len(emb.ids) else emb.select(new))
     try:
-        return sets[0] if len(sets) == 1 else EmbeddingSet.concat(sets)
+        return EmbeddingSet.concat(parts)
     except ValueError as exc:
         raise ConfigError(f"cannot combine embedding files: {exc}") from exc
 

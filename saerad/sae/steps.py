@@ -13,9 +13,10 @@ materialises a dozen (B, m) temporaries. The loss of :meth:`GatedSAE.losses` nee
 
 Sparse step: every gradient of the loss is zero outside the gate's support {pi_gate > 0} (f and
 ReLU(pi_gate) share it, and the Heaviside gate passes no gradient). Once training is sparse (~15
-active latents per row) only the first GEMM must stay dense; the decodes, the "SDDMM" for g_f/g_a
-and both weight gradients run over the nnz active (row, latent) pairs. This is exact, not an
-approximation: the dense and sparse steps agree to rounding (tests check both against autograd).
+active latents per row) only the first GEMM must stay dense; with the support as a CSR matrix the
+decodes and both weight gradients become SpMMs and g_f/g_a an SDDMM (``torch.sparse``), i.e.
+O(nnz·d) work instead of O(B·m·d). This is exact, not an approximation: the dense and sparse steps
+agree to rounding (tests check both against autograd).
 
 Both steps fill ``param.grad`` of every SAE parameter and return the named loss terms.
 """

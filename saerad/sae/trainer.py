@@ -201,8 +201,7 @@ class SAETrainer:
     # ------------------------------------------------------------ export
     def export(self) -> GatedSAE:
         """A CPU copy of the SAE with the input scale folded in: it acts on raw class tokens."""
-        sae = copy.deepcopy(self.sae).to("cpu").float()
-        sae.cfg = copy.deepcopy(self.sae.cfg)
+        sae = copy.deepcopy(self.sae).to("cpu").float()  # deepcopy also copies cfg (meta is edited)
         return sae.fold_input_scale(self.input_scale)
 
     # ------------------------------------------------------------ checkpoints

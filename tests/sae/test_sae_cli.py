@@ -77,3 +77,17 @@ def test_train_sae_resumes_after_interruption(tmp_path, embedding_file, monkeypa
     assert run(*[str(straight_out) if a == str(out) else a for a in args]).exit_code == 0
     for name, value in GatedSAE.load(straight_out).state_tensors().items():
         assert torch.equal(value, resumed[name]), name
+
+
+def test_embedding_files_with_shared_ids_merge(tmp_path):
+    from saerad.sae.run import load_embedding_files
+
+    tokens = torch.randn(3, 4)
+    EmbeddingSet(ids=["a", "b", "c"], tokens=tokens, encoder="e").save(tmp_path / "plain.safetensors")
+    aug = torch.cat([tokens[:2], torch.randn(2, 4)])
+    EmbeddingSet(ids=["a", "b", "a#aug1", "b#aug1"], tokens=aug, encoder="e").save(tmp_path / "aug.safetensors")
+    merged = load_embedding_files([tmp_path / "plain.safetensors", tmp_path / "aug.safetensors"])
+    assert merged.ids == ["a", "b", "c", "a#aug1", "b#aug1"]
+    EmbeddingSet(ids=["a"], tokens=torch.randn(1, 4), encoder="e").save(tmp_path / "clash.safetensors")
+    with pytest.raises(ConfigError, match="different vector"):
+        load_embedding_files([tmp_path / "plain.safetensors", tmp_path / "clash.safetensors"])
