@@ -116,7 +116,8 @@ def main() -> None:
     ap.add_argument("--add", type=int, default=1)
     ap.add_argument("--min-freq", type=float, default=0.02, help="add: training frequency of candidates")
     ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads for the quality trials")
+    ap.add_argument("--latency-threads", type=int, default=2, help="CPU threads for the latency check")
     ap.add_argument("--latency-repeats", type=int, default=2)
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--json-out", type=Path, default=None)
@@ -184,10 +185,11 @@ def main() -> None:
 
     # Latency, 128 px default model on CPU threads.
     sample = load_xray(index[chosen[0]][0]).pixels
+    torch.set_num_threads(args.latency_threads)
     cpu_s = latency(model, sae, encoder, sample, args.steps, 4, args.latency_repeats)
     load = os.getloadavg()[0]
-    results.update(latency_cpu_s=cpu_s, cpu_threads=args.threads, load_average=load)
-    rows.append((f"latency: 4 features localised, {model.resolution} px, {args.threads} CPU threads",
+    results.update(latency_cpu_s=cpu_s, cpu_threads=args.latency_threads, load_average=load)
+    rows.append((f"latency: 4 features localised, {model.resolution} px, {args.latency_threads} CPU threads",
                  f"{cpu_s:.1f} s (1-min load average {load:.1f} on {os.cpu_count()} cores)", "<= 60 s", cpu_s <= 60))
     if torch.cuda.is_available():
         from saerad.diffusion.model import TokenConditionedUNet

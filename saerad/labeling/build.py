@@ -16,6 +16,7 @@ import torch
 
 from saerad.labeling.base import Describer, FeatureEvidence, Labeler, default_labeler, make_describer, shared_labels
 from saerad.labeling.dictionary import FeatureDictionary, FeatureStats, TopImage
+from saerad.labeling.label_driven import CANONICAL
 from saerad.labeling.scoring import HeldOutReports, score_descriptions
 from saerad.labeling.stats import DEFAULT_QUANTILES, compute_activation_stats, model_device, sparse_activations
 from saerad.labeling.text import Splitter
@@ -128,8 +129,6 @@ def build_dictionary(
     descriptions = {d.feature_id: d.text for d in found}
     for fid, match in matches.items():  # a tracked condition but no top report with text
         if fid not in descriptions:
-            from saerad.labeling.label_driven import CANONICAL
-
             descriptions[fid] = CANONICAL[match.condition]
 
     labels = {

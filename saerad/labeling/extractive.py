@@ -1,6 +1,11 @@
 """The offline, deterministic describer: the statement most over-represented in a feature's top
 reports against the training corpus (design notes §3).
 
+First, though, the label-driven path (:mod:`saerad.labeling.label_driven`, run by the builder with
+the activations over ALL training reports): a feature significantly enriched for a labeller
+condition is described by that condition (an over-represented phrase asserting exactly it, else a
+canonical statement such as "Pleural effusion."). The phrase search below describes the rest.
+
 Candidates are the statements of :mod:`saerad.labeling.text` (normalised word n-grams, clauses and
 short sentences, negation kept in the key). For a feature with ``K`` top reports (one per patient) a
 candidate found in ``a`` of them and in ``c`` of the ``N`` corpus reports scores

@@ -9,15 +9,18 @@ labels. So, per feature and condition, we ask: do training reports that state th
 - Unit of evidence: one (patient, report text) pair with the feature's MAX activation over its
   images. Case notes are copied onto every image of a patient; counting them per image would fake
   significance. On MIMIC-style data each study is its own unit.
-- Test: Mann-Whitney U of activation between units with and without the condition (one-sided,
-  "higher when present"), normal approximation with tie correction (all the zeros of a sparse
-  feature are one big tie). AUROC = U / (n1 * n0) is the effect size.
+- Tests (:func:`enrichment`): Fisher's exact test of "the feature fires" vs the condition (SAE
+  features are sparse) and a tie-corrected Mann-Whitney U of the activations (dense features),
+  one-sided, Bonferroni-combined; the rank test is floored at the best p-value the ties allow.
 - Multiplicity: Benjamini-Hochberg over every (feature, condition) test run, at false discovery
-  rate ``fdr``. This scales by itself from 200 units (covid-cxr) to 200k (MIMIC); the effect-size
-  floor ``min_auroc`` keeps huge corpora from describing features by a negligible shift.
-- A feature takes the significant condition with the highest training AUROC; its description is a
-  short canonical finding statement for it (:data:`CANONICAL`), which the labeller maps back to
-  exactly that condition, so the held-out score measures the same thing the test chose.
+  rate ``fdr``; features firing on fewer units than ``min_positives`` are left out of the family
+  (label-blind). This scales by itself from 200 units (covid-cxr) to 200k (MIMIC); the effect-size
+  floor (odds ratio >= ``min_odds_ratio`` or AUROC >= ``min_auroc``) keeps huge corpora from
+  describing features by a negligible shift.
+- A feature takes its most significant passing condition; its description is a short canonical
+  finding statement for it (:data:`CANONICAL`), which the labeller maps back to exactly that
+  condition, so the held-out score measures the same thing the test chose. (The extractive
+  describer may swap in an over-represented phrase of the top reports that states exactly it.)
 
 Everything is deterministic (no sampling) and costs O(nnz * conditions) after one labelling pass.
 """
