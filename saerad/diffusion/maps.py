@@ -129,8 +129,9 @@ def overlay(image01: np.ndarray, heat: np.ndarray, boxes: list[dict[str, float]]
     gray = resize_image(image, size)
     hm = np.clip(resize_image(np.asarray(heat, dtype=np.float32), size), 0, None)
     norm = scale if scale is not None else max(float(hm.max()), 2 * MIN_PEAK)
-    v = np.clip(hm / norm, 0, 1)[..., None]
-    rgb = (1 - 0.7 * v) * np.repeat(gray[..., None], 3, axis=-1) + 0.7 * v * _heat_colors(v[..., 0])
+    v = np.clip(hm / norm, 0, 1)
+    alpha = 0.75 * np.clip((v - 0.15) / 0.85, 0, 1)[..., None]  # the weakest 15% of the map stay untinted
+    rgb = (1 - alpha) * np.repeat(gray[..., None], 3, axis=-1) + alpha * _heat_colors(v)
     out = Image.fromarray((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8), mode="RGB")
     draw = ImageDraw.Draw(out)
     for box in boxes or []:
