@@ -73,6 +73,7 @@ class BuildConfig:
     sae_batch_size: int | None = None
     embed_batch_size: int = 32
     top_images: int = 16
+    diffusion: Path | None = None  # a trained `saerad train-diffusion` model directory to ship
     device: str = "cpu"
     name: str | None = None
     version: str = "1"
@@ -272,7 +273,11 @@ def build(cfg: BuildConfig) -> BuildResult:
         work,
         Stage(
             "bundle",
-            inputs={"sae": path_fingerprint(paths.sae), "dictionary": path_fingerprint(paths.dictionary)},
+            inputs={
+                "sae": path_fingerprint(paths.sae),
+                "dictionary": path_fingerprint(paths.dictionary),
+                "diffusion": path_fingerprint(cfg.diffusion) if cfg.diffusion else None,
+            },
             params={
                 "out": str(cfg.out.resolve()),
                 "name": cfg.name or cfg.out.name,
@@ -503,6 +508,12 @@ def _bundle(cfg: BuildConfig, studies: Sequence[Study], expansion: int, paths: _
     sae_info = json.loads(paths.sae_metrics.read_text(encoding="utf-8"))
     split = json.loads(paths.split.read_text(encoding="utf-8"))
     encoder = load_encoder(cfg.encoder, device="cpu")
+    diffusion = None
+    if cfg.diffusion is not None:
+        from saerad.bundle import DiffusionEntry
+        from saerad.diffusion.model import read_metadata
+
+        diffusion = DiffusionEntry(config=read_metadata(cfg.diffusion))
     description, terms = DATA_TERMS.get(cfg.dataset, DATA_TERMS["folder"])
     data = DataEntry(
         dataset=cfg.dataset,
@@ -523,6 +534,8 @@ def _bundle(cfg: BuildConfig, studies: Sequence[Study], expansion: int, paths: _
         dictionary=dictionary,
         data=data,
         report=ReportDefaults(usable_only=not cfg.findings_from_all_described),
+        diffusion_dir=cfg.diffusion,
+        diffusion=diffusion,
         build={
             "command": "saerad build",
             "dataset": cfg.dataset,

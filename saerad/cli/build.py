@@ -42,6 +42,7 @@ def build_command(
     seed: int = typer.Option(0, "--seed"),
     name: str | None = typer.Option(None, "--name", help="Bundle name (default: OUT's folder name)."),
     version: str = typer.Option("1", "--version", help="Bundle version string."),
+    diffusion: Path | None = typer.Option(None, "--diffusion", exists=True, file_okay=False, help="Ship this `saerad train-diffusion` model (its diffusion/ folder) for localisation and interventions."),
     device: str = typer.Option("cpu", "--device"),
     force: bool = typer.Option(False, "--force", help="Re-run every stage even when current."),
 ) -> None:
@@ -67,6 +68,7 @@ def build_command(
         seed=seed,
         name=name,
         version=version,
+        diffusion=diffusion,
         device=device,
         force=force,
     )
