@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 from saerad.bundle import DataEntry, EncoderEntry, ReportDefaults, sha256_file, write_bundle
 from saerad.datasets import Study, load_dataset
 from saerad.errors import ConfigError
+from saerad.fileio import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +189,7 @@ def run_stage(work: Path, stage: Stage, *, force: bool = False) -> bool:
 
 
 def _atomic_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_json(path, data, default=str)
 
 
 # ---------------------------------------------------------------------------- the build

@@ -161,7 +161,7 @@ class Bundle:
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, *, device: str = "cpu", verify: bool = True) -> Bundle:
         """Load and validate a bundle; ``None`` means the default bundle embedded in the package."""
-        root = _bundle_root(path)
+        root = bundle_root(path)
         manifest = read_manifest(root)
         if verify:
             verify_files(root, manifest)
@@ -169,7 +169,8 @@ class Bundle:
         return cls(root, manifest, sae, dictionary)
 
 
-def _bundle_root(path: str | os.PathLike | None) -> Path:
+def bundle_root(path: str | os.PathLike | None) -> Path:
+    """The bundle directory for ``path``; ``None`` means the embedded default bundle."""
     if path is None:
         if not (DEFAULT_BUNDLE / MANIFEST).is_file():
             raise BundleError(

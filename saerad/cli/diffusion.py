@@ -93,7 +93,7 @@ def intervene_cmd(
     from saerad.diffusion.figure import to_uint8
     from saerad.diffusion.intervene import run_intervention
     from saerad.diffusion.maps import overlay
-    from saerad.diffusion.model import atomic_write_json
+    from saerad.fileio import atomic_write_json
     from saerad.imaging import load_xray
 
     from PIL import Image

@@ -44,9 +44,9 @@ def serve(
         raise ConfigError(f"invalid SAERAD_* settings: {exc}") from exc
     # Refuse a missing, corrupted or mismatched bundle here, as one line (exit 2), rather than as a
     # traceback from the server's startup. Checksums only; the server loads the model itself.
-    from saerad.bundle import _bundle_root, read_manifest, verify_files
+    from saerad.bundle import bundle_root, read_manifest, verify_files
 
-    root = _bundle_root(settings.bundle)
+    root = bundle_root(settings.bundle)
     verify_files(root, read_manifest(root))
 
     # The service logs JSON through its own handler; drop the CLI's plain-text one.

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,8 @@ import torch
 from diffusers import ConfigMixin, ModelMixin, UNet2DModel
 from diffusers.configuration_utils import register_to_config
 from torch import nn
+
+from saerad.fileio import atomic_path, atomic_write_json
 
 from saerad.errors import BundleError
 
@@ -208,22 +209,6 @@ def make_schedulers(model: TokenConditionedUNet):
 # ---------------------------------------------------------------------------- persistence
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; shipped model files must be world-readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    _atomic_write_bytes(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2), encoding="utf-8"))
-
-
 def save_diffusion(
     model: TokenConditionedUNet,
     directory: str | os.PathLike,
@@ -242,7 +227,8 @@ def save_diffusion(
         k: (v.detach().to(dtype) if k not in ("token_mean", "token_std") else v.detach().float()).cpu().contiguous()
         for k, v in model.state_dict().items()
     }
-    _atomic_write_bytes(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
     atomic_write_json(directory / CONFIG_FILE, {"_class_name": type(model).__name__, **dict(model.config)})
     meta = dict(metadata or {})
     meta.setdefault("weights_dtype", "float16" if fp16 else "float32")

@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from saerad.encoders._files import chmod_like_umask, file_lock
+from saerad.fileio import atomic_path, file_lock
 from saerad.errors import BundleError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -180,8 +180,8 @@ def write_checkpoint(onnx_bytes: bytes, directory: Path) -> None:
     # Hub layout and parameter names (those of facebook/dinov2-small); transformers maps them
     # onto its current module names at load time, so the directory stays loadable across versions.
     config.save_pretrained(directory)
-    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
-    chmod_like_umask(directory / "model.safetensors")
+    with atomic_path(directory / "model.safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
     _, info = Dinov2Model.from_pretrained(directory, output_loading_info=True)
     problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     if problems:

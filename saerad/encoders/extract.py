@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from saerad.encoders._files import file_lock, write_json_atomic
+from saerad.fileio import atomic_write_json, file_lock
 from saerad.encoders.augment import augment_view, view_rng
 from saerad.encoders.base import ClassTokenEncoder
 from saerad.encoders.store import AUG_SEP, EmbeddingSet
@@ -195,7 +195,7 @@ def _check_plan(parts: Path, plan: dict) -> None:
                 "folder to start over, or rerun with the original options"
             )
         return
-    write_json_atomic(path, plan)
+    atomic_write_json(path, plan)
 
 
 def _shard_path(parts: Path, shard: int) -> Path:
@@ -350,7 +350,7 @@ def _try_merge(job: EmbedJob, n_shards: int, encoder: ClassTokenEncoder) -> bool
         merged = EmbeddingSet.concat(shards, meta=meta)
         merged.meta["images_embedded"] = sum(1 for i in merged.ids if AUG_SEP not in i)
         merged.save(job.out)
-        write_json_atomic(job.failures_path, {"count": len(failures), "failures": failures})
+        atomic_write_json(job.failures_path, {"count": len(failures), "failures": failures})
         shutil.rmtree(parts)
     with contextlib.suppress(OSError):
         lock_path.unlink()

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from saerad.encoders._files import chmod_like_umask
+from saerad.fileio import atomic_path
 from saerad.errors import BundleError, ConfigError
 
 FORMAT = "saerad.embeddings/1"
@@ -110,13 +110,8 @@ class EmbeddingSet:
             "count": str(len(self.ids)),
             "meta": json.dumps(self.meta, sort_keys=True, default=str),
         }
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+        with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=metadata)
-            chmod_like_umask(tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> EmbeddingSet:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from saerad.errors import ConfigError
+from saerad.fileio import atomic_write_text
 
 ID_FIELDS = ("id", "study_id", "uid", "image_id", "dicom_id")
 TEXT_FIELDS = ("text", "report", "prediction", "findings", "generated", "reference")
@@ -67,18 +67,6 @@ def read_reports(path: str | Path, *, id_field: str | None = None, text_field: s
         value = row.get(text_col)
         out[key] = "" if value is None else str(value)
     return out, id_col
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write via a temporary file in the same folder, then rename (readers never see half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_lines(path: str | Path, lines: Iterable[str]) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ValidationError
 
 from saerad.errors import BundleError, ConfigError
+from saerad.fileio import atomic_write_text
 
 if TYPE_CHECKING:
     from saerad.datasets.base import Study
@@ -125,16 +125,7 @@ class FeatureDictionary(BaseModel):
         return FeatureDictionary(features=features, describer=self.describer, meta=dict(self.meta))
 
     def save(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(self.model_dump_json())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, self.model_dump_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FeatureDictionary":

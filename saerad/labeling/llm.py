@@ -20,10 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -34,6 +32,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from saerad.errors import ConfigError
+from saerad.fileio import atomic_write_text
 from saerad.labeling.base import Describer, Description, FeatureEvidence
 from saerad.labeling.text import MAX_WORDS, normalize_statement, truncate_words
 
@@ -134,18 +133,7 @@ class AnswerCache:
             return None
 
     def put(self, key: str, record: dict) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:12]}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(record, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(self._path(key), json.dumps(record))
 
 
 class LLMDescriber(Describer):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import torch
 from torch import nn
 
 from saerad.errors import BundleError
+from saerad.fileio import atomic_path, atomic_write_text
 
 WEIGHTS_FILE = "sae.safetensors"
 CONFIG_FILE = "sae_config.json"
@@ -165,9 +165,8 @@ class GatedSAE(nn.Module):
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tmp = _temp_path(directory, WEIGHTS_FILE)
-        save_file(self.state_tensors(), str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, directory / WEIGHTS_FILE)
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            save_file(self.state_tensors(), str(tmp), metadata={"format": "pt"})
         atomic_write_text(directory / CONFIG_FILE, json.dumps(self.cfg.to_json(), indent=2))
 
     @classmethod
@@ -202,15 +201,3 @@ class GatedSAE(nn.Module):
                 )
             param.copy_(tensors[name])
 
-
-def _temp_path(directory: Path, name: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    return Path(tmp)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same directory and a rename."""
-    tmp = _temp_path(path.parent, path.name)
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -25,7 +25,7 @@ import torch
 from saerad.errors import ConfigError
 from saerad.sae.data import ResidentBatches, Split, read_split_file, split_ids
 from saerad.sae.metrics import evaluate_sae
-from saerad.sae.model import atomic_write_text
+from saerad.fileio import atomic_write_text
 from saerad.sae.trainer import SAETrainer, TrainConfig
 
 log = logging.getLogger(__name__)

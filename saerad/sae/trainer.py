@@ -29,7 +29,8 @@ from typing import Any
 import torch
 
 from saerad.errors import ConfigError
-from saerad.sae.model import GatedSAE, GatedSAEConfig, atomic_write_text
+from saerad.fileio import atomic_write_text
+from saerad.sae.model import GatedSAE, GatedSAEConfig
 from saerad.sae.steps import StepResult, lean_step
 
 log = logging.getLogger(__name__)
