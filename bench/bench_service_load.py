@@ -56,11 +56,6 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def default_bundle() -> str | None:
-    candidate = REPO / "runs" / "bundles" / "covid"
-    return str(candidate) if (candidate / "manifest.json").is_file() else None
-
-
 def load_images(root: Path, limit: int) -> list[tuple[str, bytes]]:
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
     if not files:
@@ -136,7 +131,7 @@ def run_load(base: str, images: list[tuple[str, bytes]], n: int, clients: int, f
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundle", default=default_bundle(), help="bundle dir (default: runs/bundles/covid or embedded)")
+    ap.add_argument("--bundle", default=None, help="bundle dir (default: the embedded default bundle)")
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "covid-cxr")
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--clients", type=int, default=8)

@@ -85,10 +85,18 @@ class HFDinov2Encoder(ClassTokenEncoder):
             self._speed_up_cpu(AutoModel)
 
     def _load_model(self, auto_model):
+        from transformers.utils import logging as hf_logging
+
+        # A local load takes milliseconds; transformers' per-load progress bar is only noise on stderr.
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
         try:
             model = auto_model.from_pretrained(self.directory, dtype=torch.float32, attn_implementation="sdpa")
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot load the model weights in {self.directory}: {exc}") from exc
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         return model.eval().to(self.device)
 
     def _speed_up_cpu(self, auto_model) -> None:
