@@ -19,7 +19,6 @@ is absent, synthetic 8-bit JPEGs of the same size (about 500 x 460) are generate
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys

@@ -85,3 +85,14 @@ def tiny_sae() -> GatedSAE:
         sae.W_enc[5, 4] = 1.0
         sae.b_gate.copy_(torch.tensor([-0.5, -0.5, -1.0, -0.1, -0.05]))  # feature 2: z = 0 never passes
     return sae
+
+
+@pytest.fixture(scope="session")
+def iu_studies(shared_data: Path) -> list[Study]:
+    """Real IU findings sections as one-image studies keyed by report uid (the images are not shipped)."""
+    from saerad.datasets.iu_xray import load_iu_xray
+
+    return [
+        Study(s.study_id, s.patient_id, (Path(f"{s.study_id}.png"),), (s.study_id,), findings=s.findings)
+        for s in load_iu_xray(shared_data / "iu-reports", require_findings=True)
+    ]

@@ -1,12 +1,9 @@
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import make_report
 
-from saerad.datasets.base import Study
 from saerad.encoders.store import EmbeddingSet
 from saerad.labeling.base import FeatureEvidence, shared_labels
 from saerad.labeling.build import build_dictionary
@@ -55,22 +52,11 @@ def test_shared_labels_need_a_majority():
     assert shared_labels([]) == {}
 
 
-def _iu_studies(shared_data: Path) -> list[Study]:
-    studies = []
-    with (shared_data / "iu-reports" / "reports.jsonl").open(encoding="utf-8") as handle:
-        for line in handle:
-            row = json.loads(line)
-            if row.get("findings"):
-                uid = row["uid"]
-                studies.append(Study(uid, uid, (Path(f"{uid}.png"),), (uid,), findings=row["findings"]))
-    return studies
-
-
 @pytest.mark.slow
-def test_real_findings_sections_effusion_feature(shared_data, tiny_sae):
+def test_real_findings_sections_effusion_feature(iu_studies, tiny_sae):
     """Real IU-Xray findings; class tokens synthesised so that SAE feature 0 fires on reports the
     labeller calls positive for effusion: its description must be about effusion and hold up."""
-    studies = _iu_studies(shared_data)[:1600]
+    studies = iu_studies[:1600]
     rng = np.random.default_rng(0)
     positive = np.array([label_report(s.findings)["Pleural Effusion"] == 1 for s in studies])
     x = rng.normal(0, 0.1, size=(len(studies), 8)).astype(np.float32)

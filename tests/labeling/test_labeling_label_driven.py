@@ -1,15 +1,12 @@
 """The label-driven description path: a feature whose activation tracks a labeller condition over
 all training reports is described by that condition; noise is described by nothing usable."""
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from scipy import sparse
 
-from saerad.datasets.base import Study
 from saerad.encoders.store import EmbeddingSet
 from saerad.labeling.build import build_dictionary
 from saerad.labeling.label_driven import (
@@ -70,19 +67,6 @@ def test_match_picks_the_enriched_condition_and_rejects_noise():
     assert set(m) == {0} and m[0].condition == "Edema" and m[0].auroc > 0.8
 
 
-def _iu(shared_data: Path, limit: int) -> list[Study]:
-    studies = []
-    with (shared_data / "iu-reports" / "reports.jsonl").open(encoding="utf-8") as handle:
-        for line in handle:
-            row = json.loads(line)
-            if row.get("findings"):
-                uid = row["uid"]
-                studies.append(Study(uid, uid, (Path(f"{uid}.png"),), (uid,), findings=row["findings"]))
-            if len(studies) >= limit:
-                break
-    return studies
-
-
 def _split(studies, x):
     emb = EmbeddingSet([s.image_ids[0] for s in studies], torch.from_numpy(x), encoder="test")
     half = len(studies) // 2
@@ -90,10 +74,10 @@ def _split(studies, x):
 
 
 @pytest.mark.slow
-def test_iu_condition_correlated_feature_gets_its_condition(shared_data, tiny_sae):
+def test_iu_condition_correlated_feature_gets_its_condition(iu_studies, tiny_sae):
     """Class-token dim 0 (SAE feature 0) carries the labeller's Cardiomegaly: the label path must
     describe feature 0 as cardiomegaly, and it must hold up on held-out reports (AUROC > 0.8)."""
-    studies = _iu(shared_data, 1600)
+    studies = iu_studies[:1600]
     positive = np.array([label_report(s.findings)["Cardiomegaly"] in (1, -1) for s in studies])
     assert positive.sum() > 40
     rng = np.random.default_rng(0)
@@ -111,8 +95,8 @@ def test_iu_condition_correlated_feature_gets_its_condition(shared_data, tiny_sa
 
 
 @pytest.mark.slow
-def test_iu_random_activations_describe_nothing_usable(shared_data, tiny_sae):
-    studies = _iu(shared_data, 1200)
+def test_iu_random_activations_describe_nothing_usable(iu_studies, tiny_sae):
+    studies = iu_studies[:1200]
     x = np.random.default_rng(1).normal(0, 0.5, size=(len(studies), 8)).astype(np.float32)
     train, held = _split(studies, x)
     d = build_dictionary(tiny_sae, train, studies, held_out=held, progress=False)
