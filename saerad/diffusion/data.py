@@ -15,7 +15,6 @@ Why these choices:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from saerad.datasets.split import patient_unit
 from saerad.encoders.store import is_augmented
 from saerad.errors import ConfigError
 
@@ -61,8 +61,7 @@ def from_model(x: torch.Tensor) -> np.ndarray:
 
 def held_out(patient_id: str, fraction: float = 0.15, salt: str = "saerad-diffusion") -> bool:
     """Deterministic patient-level split: True for about ``fraction`` of patients."""
-    digest = hashlib.sha1(f"{salt}:{patient_id}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") / 2**32 < fraction
+    return patient_unit(patient_id, salt) < fraction
 
 
 @dataclass

@@ -15,7 +15,6 @@ error (a silently shorter test set would inflate nothing but would no longer be 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from saerad.datasets.split import patient_unit
 from saerad.errors import ConfigError
 from saerad.eval.bootstrap import resample_weights
 from saerad.eval.f1 import f1_report
@@ -316,8 +316,7 @@ def score_reports(
 
 def patient_split(patient_id: str, test_fraction: float = 0.2) -> str:
     """Deterministic patient-level split for datasets without an official one ("train"/"test")."""
-    digest = hashlib.sha1(str(patient_id).encode("utf-8")).digest()
-    return "test" if int.from_bytes(digest[:8], "big") / 2**64 < test_fraction else "train"
+    return "test" if patient_unit(patient_id) < test_fraction else "train"
 
 
 def split_studies(studies: Sequence, split: str = "test") -> tuple[list, list]:
