@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from functools import lru_cache
+
+from saerad.radtext.text import split_sentences
 
 Splitter = Callable[[str], Sequence[str]]
 
@@ -78,12 +79,6 @@ def words_of(text: str) -> list[str]:
 def normalize_statement(text: str) -> str:
     """The comparable form of a statement: lower case, no numbers/dates/ages/XXXX, single spaces."""
     return " ".join(words_of(text))
-
-
-def _default_splitter() -> Splitter:
-    from saerad.radtext import split_sentences
-
-    return split_sentences
 
 
 def _negated(tokens: Sequence[str]) -> list[bool]:
@@ -158,16 +153,11 @@ def report_keys(
     text: str, *, splitter: Splitter | None = None, max_ngram: int = MAX_NGRAM, max_words: int = MAX_WORDS
 ) -> frozenset[str]:
     """All candidate statements of a report (a set: support counts reports, not repetitions)."""
-    split = splitter or _cached_default_splitter()
+    split = splitter or split_sentences
     keys: set[str] = set()
     for sentence in split(text or ""):
         keys |= sentence_keys(sentence, max_ngram=max_ngram, max_words=max_words)
     return frozenset(keys)
-
-
-@lru_cache(maxsize=1)
-def _cached_default_splitter() -> Splitter:
-    return _default_splitter()
 
 
 def truncate_words(text: str, max_words: int = MAX_WORDS) -> str:
