@@ -47,7 +47,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--bundle", type=Path, default=REPO / "runs" / "bundles" / "covid", help="for the latency run")
     p.add_argument("--encoder", default="default")
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--expansion", type=int, default=None, help="default: what `saerad build` picks")
+    p.add_argument("--expansion", type=float, default=None, help="default: what `saerad build` picks")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--lam", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
@@ -91,6 +91,7 @@ def run_fold(fold, studies, emb, fold_of, args, log):
     from saerad.eval.baselines import retrieval_reports
     from saerad.labeling import build_dictionary
     from saerad.labeling.extractive import ExtractiveDescriber
+    from saerad.sae.model import sae_width
     from saerad.report.composer import compose
     from saerad.report.select import FeatureSelector
     from saerad.sae.data import split_ids
@@ -109,8 +110,8 @@ def run_fold(fold, studies, emb, fold_of, args, log):
     train = emb.select(sae_ids)
     tcfg = sae_train_config(len(sae_ids), steps=args.steps, lam=args.lam, batch_size=None, seed=args.seed)
     t0 = time.perf_counter()
-    sae = fit_sae(train.tokens, train.dim * expansion, tcfg, progress=False)
-    log.info("fold %d: SAE %d -> %d on %d vectors in %.0f s", fold, train.dim, train.dim * expansion,
+    sae = fit_sae(train.tokens, sae_width(train.dim, expansion), tcfg, progress=False)
+    log.info("fold %d: SAE %d -> %d on %d vectors in %.0f s", fold, train.dim, sae_width(train.dim, expansion),
              len(sae_ids), time.perf_counter() - t0)
     describer = ExtractiveDescriber(**describer_options(args))
     dictionary = build_dictionary(sae, train.originals(), studies, describer=describer,

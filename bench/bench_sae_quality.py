@@ -2,6 +2,7 @@
 
     python bench/bench_sae_quality.py                       # default grid, CPU
     python bench/bench_sae_quality.py --expansions 16 --lambdas 0.5 1 --steps 3000
+    python bench/bench_sae_quality.py --expansions 0.5 --target-l0 14 15   # lambda found by the controller
 
 Input: ``saerad embed --dataset covid-cxr`` output (default ``runs/covid-cxr/embeddings.safetensors``;
 files of augmented views, ids ``<id>#augK``, are added with ``--embeddings`` or picked up from
@@ -57,6 +58,8 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data" / "covid-cxr")
     ap.add_argument("--expansions", type=float, nargs="+", default=[0.5, 1, 2, 8])
     ap.add_argument("--lambdas", type=float, nargs="+", default=[0.8, 1.0, 1.5])
+    ap.add_argument("--target-l0", type=float, nargs="+", default=None,
+                    help="rows per target training L0 (controller; --lambdas[0] is the start) instead of per lambda")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--lr", type=float, default=TrainConfig.lr)
@@ -91,20 +94,23 @@ def main() -> None:
     print(f"\nsteps {args.steps}, batch {args.batch_size}, lr {args.lr}, device {args.device}; "
           f"values are means over seeds {args.seeds}\n")
 
-    print("| expansion | m | lambda | held-out EV | held-out L0 | dead (held-out) | shrinkage | train EV | train L0 "
+    print(f"| expansion | m | {'target L0 (final lambda)' if args.target_l0 else 'lambda'} | held-out EV | held-out L0 | dead (held-out) | shrinkage | train EV | train L0 "
           "| goal | minutes |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     results = []
+    settings = [(args.lambdas[0], t) for t in args.target_l0] if args.target_l0 else [(lam, None) for lam in args.lambdas]
     for expansion in args.expansions:
-        for lam in args.lambdas:
+        for lam, target in settings:
             start = time.perf_counter()
-            runs = []
+            runs, final_lams = [], []
             for seed, (train, val) in splits.items():
-                cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, lam=lam, seed=seed)
+                cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, lam=lam, seed=seed,
+                                  target_l0=target)
                 trainer = SAETrainer.create(train, int(expansion * emb.dim), cfg, device=args.device)
                 trainer.fit(ResidentBatches(train.to(trainer.device), cfg.batch_size, seed=seed), progress=False)
                 sae = trainer.export()
                 runs.append((evaluate_sae(sae, val), evaluate_sae(sae, train)))
+                final_lams.append(trainer.lam_at(cfg.steps))
             minutes = (time.perf_counter() - start) / 60
 
             def mean(attr: str, which: int) -> float:
@@ -113,15 +119,16 @@ def main() -> None:
             ev, l0 = mean("explained_variance", 0), mean("l0", 0)
             ok = ev >= GOAL_EV and l0 <= GOAL_L0
             spread = f" ± {statistics.stdev(r[0].explained_variance for r in runs):.3f}" if len(runs) > 1 else ""
-            results.append((expansion, lam, ev, l0, ok))
-            print(f"| {expansion:g} | {int(expansion * emb.dim)} | {lam:g} | {ev:.3f}{spread} | {l0:.1f} | "
+            setting = f"{target:g} ({statistics.fmean(final_lams):.2f})" if target else f"{lam:g}"
+            results.append((expansion, setting, ev, l0, ok))
+            print(f"| {expansion:g} | {int(expansion * emb.dim)} | {setting} | {ev:.4f}{spread} | {l0:.1f} | "
                   f"{mean('dead_fraction', 0):.2f} | {mean('shrinkage', 0):.3f} | {mean('explained_variance', 1):.3f} | "
                   f"{mean('l0', 1):.1f} | {'PASS' if ok else 'MISS'} | {minutes:.1f} |", flush=True)
     within = [r for r in results if r[3] <= GOAL_L0]
     print()
     if within:
-        exp, lam, ev, l0, ok = max(within, key=lambda r: r[2])
-        print(f"best at L0 <= {GOAL_L0:g}: expansion {exp:g}, lambda {lam:g}: EV {ev:.3f}, L0 {l0:.1f} "
+        exp, setting, ev, l0, ok = max(within, key=lambda r: r[2])
+        print(f"best at L0 <= {GOAL_L0:g}: expansion {exp:g}, {'target L0' if args.target_l0 else 'lambda'} {setting}: EV {ev:.4f}, L0 {l0:.1f} "
               f"-> goal EV >= {GOAL_EV} at L0 <= {GOAL_L0:g}: {'PASS' if ok else 'MISS'}")
     else:
         print(f"no configuration reached L0 <= {GOAL_L0:g}: goal MISS (raise lambda)")

@@ -12,7 +12,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "report"))
 from report_builders import make_tiny_encoder_dir, random_xray_png  # noqa: E402
 
-from saerad.build import BuildConfig, build, path_fingerprint, stamp_path  # noqa: E402
+from saerad.build import (  # noqa: E402
+    DEFAULT_TARGET_L0,
+    BuildConfig,
+    auto_expansion,
+    build,
+    path_fingerprint,
+    sae_train_config,
+    stamp_path,
+)
 from saerad.bundle import Bundle  # noqa: E402
 
 # Our own short reports, recycled over the images; patients hold two images each.
@@ -133,3 +141,18 @@ def test_build_from_precomputed_embeddings_with_options(dataset, tmp_path):
     with pytest.raises(ConfigError, match="describer options"):
         build(_config(dataset, tmp_path / "d", describer_options={"no_such_option": 1}))
     assert not (tmp_path / "d.work").exists(), "bad options are refused before any stage runs"
+
+
+@pytest.mark.parametrize(("n_images", "dim", "expected"), [(377_000, 768, 64.0), (423, 384, 0.5), (3_000, 384, 2.0),
+                                                           (10, 384, 0.125)])
+def test_auto_expansion_keeps_two_images_per_feature(n_images, dim, expected):
+    assert auto_expansion(n_images, dim) == expected
+
+
+def test_sae_defaults_ask_for_a_sparsity_unless_lambda_is_given():
+    controlled = sae_train_config(6_000, steps=None, lam=None, batch_size=None, seed=0)
+    assert controlled.target_l0 == DEFAULT_TARGET_L0 and controlled.batch_size == 512 and controlled.steps == 6000
+    fixed = sae_train_config(6_000, steps=None, lam=1.5, batch_size=None, seed=0)
+    assert fixed.target_l0 is None and fixed.lam == 1.5
+    large = sae_train_config(1_000_000, steps=None, lam=None, batch_size=None, seed=0, target_l0=20.0)
+    assert large.target_l0 == 20.0 and large.batch_size == 4096 and large.steps == 20 * 1_000_000 // 4096

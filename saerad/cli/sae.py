@@ -18,6 +18,7 @@ def train_sae_command(
     out: Path = typer.Option(..., "--out", "-o", file_okay=False, help="Output folder (SAE, metrics.json, checkpoints)."),
     expansion: float = typer.Option(64, "--expansion", min=0.01, help="Latents per input dimension (d_sae = expansion * d)."),
     lam: float = typer.Option(None, "--lambda", min=0.0, help="Sparsity coefficient [default: 2.0]; raise it for fewer active latents (check L0 in metrics.json)."),
+    target_l0: float = typer.Option(None, "--target-l0", min=0.01, help="Adapt lambda during training so the batch L0 tracks this (--lambda is then the starting value)."),
     steps: int = typer.Option(None, "--steps", min=1, help="Optimizer steps [default: 5000]."),
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="Vectors per step [default: 4096]."),
     lr: float = typer.Option(None, "--lr", min=0.0, help="Adam learning rate [default: 1e-3]."),
@@ -35,8 +36,8 @@ def train_sae_command(
     """Train a gated SAE; re-running the same command resumes from the last checkpoint.
 
     x64 is the MIMIC-CXR scale of the paper. For a few hundred images (covid-cxr) train on
-    `saerad embed --augment 8` output with --expansion 0.5 --lambda 1 --steps 3000 --batch-size 512
-    (held-out EV ~0.90 at L0 ~15, bench/bench_sae_quality.py).
+    `saerad embed --augment 16` output with --expansion 0.5 --target-l0 13.5 --steps 6000
+    --batch-size 512 (held-out EV 0.904 at L0 15.4, bench/bench_sae_quality.py).
     """
     import json
 
@@ -44,7 +45,7 @@ def train_sae_command(
     from saerad.sae.trainer import TrainConfig
 
     overrides = {
-        "lam": lam, "steps": steps, "batch_size": batch_size, "lr": lr, "checkpoint_every": checkpoint_every,
+        "lam": lam, "target_l0": target_l0, "steps": steps, "batch_size": batch_size, "lr": lr, "checkpoint_every": checkpoint_every,
     }
     cfg = TrainConfig(seed=seed, compile=compile_kernels, **{k: v for k, v in overrides.items() if v is not None})
     result = train_sae_run(

@@ -28,12 +28,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from saerad.errors import BundleError
+from saerad.errors import BundleError, ConfigError
 from saerad.fileio import atomic_path, atomic_write_text
 
 WEIGHTS_FILE = "sae.safetensors"
 CONFIG_FILE = "sae_config.json"
 PARAM_NAMES = ("W_enc", "W_dec", "b_dec", "b_gate", "b_mag", "r_mag")
+
+
+def sae_width(d_in: int, expansion: float) -> int:
+    """Number of SAE features for ``d_in``-dimensional tokens and an expansion factor (0.5 allowed)."""
+    width = round(d_in * expansion)
+    if width <= 0:
+        raise ConfigError(f"expansion {expansion} gives no SAE features for {d_in}-d tokens")
+    return width
 
 
 @dataclass

@@ -25,6 +25,7 @@ import torch
 from saerad.errors import ConfigError
 from saerad.sae.data import ResidentBatches, Split, read_split_file, split_ids
 from saerad.sae.metrics import evaluate_sae
+from saerad.sae.model import sae_width
 from saerad.fileio import atomic_write_text
 from saerad.sae.trainer import SAETrainer, TrainConfig
 
@@ -95,9 +96,7 @@ def train_sae_run(
     out = Path(out_dir)
     emb = load_embedding_files(embeddings)
     split = make_split(emb.ids, val_fraction=val_fraction, seed=train_cfg.seed, split_file=split_file, groups=groups)
-    d_sae = int(round(expansion * emb.dim))
-    if d_sae <= 0:
-        raise ConfigError(f"expansion {expansion} gives no latents")
+    d_sae = sae_width(emb.dim, expansion)
     request = {
         "embeddings": [str(Path(p)) for p in embeddings],
         "encoder": emb.encoder,
@@ -117,7 +116,8 @@ def train_sae_run(
     elapsed = time.perf_counter() - start
 
     sae = trainer.export()
-    sae.cfg.meta.update({"encoder": emb.encoder, "steps": trainer.state.step, "lambda": train_cfg.lam})
+    sae.cfg.meta.update({"encoder": emb.encoder, "steps": trainer.state.step,
+                         "lambda": trainer.lam_at(trainer.state.step), "target_l0": train_cfg.target_l0})
     sae.save(out)
     result = {
         "held_out": evaluate_sae(sae, emb.tokens[split.val]).to_dict(),

@@ -5,7 +5,12 @@ Schedules (design notes §2, Anthropic's April 2024 recipe without decoder-norm 
   exported SAE has the scale folded into its weights (it acts on raw class tokens);
 - the sparsity coefficient warms up linearly from 0 over ``lam_warmup_fraction`` of the steps;
 - Adam, a short linear learning-rate warm-up and a linear decay to 0 over the last
-  ``lr_decay_fraction`` of the steps.
+  ``lr_decay_fraction`` of the steps;
+- optionally (``target_l0``) a controller that scales the coefficient by ``exp(s)`` and nudges
+  ``s`` by ``l0_gain * min(1, (L0 - target) / target)`` every step (during the lambda warm-up only
+  downwards). The lambda that gives a wanted sparsity differs between encoders and datasets; asking
+  for the L0 directly saves a sweep. It tracks the TRAINING-batch L0 (augmented views included),
+  which can sit a little below the held-out L0 that ``metrics.json`` reports.
 
 Checkpoints (model + optimizer + latent-firing counters + step) let a run resume EXACTLY: with the
 index-determined batches of :class:`~saerad.sae.data.ResidentBatches` an interrupted and resumed run
@@ -34,6 +39,7 @@ from saerad.sae.model import GatedSAE, GatedSAEConfig
 from saerad.sae.steps import StepResult, lean_step
 
 log = logging.getLogger(__name__)
+_MAX_LOG_SCALE = 10.0  # the controller may move lambda by at most e^10 either way
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -59,6 +65,8 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
     log_every: int = 25
+    target_l0: float | None = None  # adapt lambda so that the training-batch L0 tracks this
+    l0_gain: float = 0.02  # controller step on log(lambda) per unit of relative L0 error
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # JSON round-trips give lists
@@ -68,11 +76,14 @@ class TrainConfig:
             raise ConfigError("lambda must be >= 0 and the learning rate > 0")
         if self.compute_dtype != "auto" and self.compute_dtype not in _DTYPES:
             raise ConfigError(f"compute dtype must be auto or one of {sorted(_DTYPES)}")
+        if self.target_l0 is not None and not (self.target_l0 > 0 and self.l0_gain > 0):
+            raise ConfigError("the target L0 and the controller gain must be positive")
 
 
 @dataclass
 class TrainState:
     step: int = 0
+    lam_log_scale: float = 0.0  # the target-L0 controller's state (0 without a target)
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -119,7 +130,20 @@ class SAETrainer:
     # ------------------------------------------------------------ schedules
     def lam_at(self, step: int) -> float:
         warm = self.cfg.lam_warmup_fraction * self.cfg.steps
-        return self.cfg.lam * (min(1.0, step / warm) if warm > 0 else 1.0)
+        ramp = min(1.0, step / warm) if warm > 0 else 1.0
+        return self.cfg.lam * ramp * math.exp(self.state.lam_log_scale)
+
+    def _control_l0(self, step: int, l0: float) -> None:
+        """One controller update. While lambda warms up, L0 above the target is expected, so the
+        controller only lowers lambda then (a too strong start would otherwise kill the latents)."""
+        cfg = self.cfg
+        if cfg.target_l0 is None:
+            return
+        error = min(1.0, (l0 - cfg.target_l0) / cfg.target_l0)  # bounded: L0 can be 10x the target early on
+        if step < cfg.lam_warmup_fraction * cfg.steps:
+            error = min(error, 0.0)
+        scale = self.state.lam_log_scale + cfg.l0_gain * error
+        self.state.lam_log_scale = min(_MAX_LOG_SCALE, max(-_MAX_LOG_SCALE, scale))
 
     def lr_at(self, step: int) -> float:
         cfg = self.cfg
@@ -154,6 +178,7 @@ class SAETrainer:
         self.optimizer.step()
         self.state.step = step + 1
         self.last_fired[result.fired] = self.state.step
+        self._control_l0(step, result.l0)
         return result
 
     def dead_fraction(self) -> float:
@@ -219,6 +244,7 @@ class SAETrainer:
         meta = {
             "step": self.state.step, "input_scale": self.input_scale, "train_config": asdict(self.cfg),
             "sae_config": self.sae.cfg.to_json(), "history": self.state.history,
+            "lam_log_scale": self.state.lam_log_scale,
         }
         (tmp / "trainer.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
         final = root / f"step-{self.state.step:09d}"
@@ -253,5 +279,6 @@ class SAETrainer:
         trainer.last_fired.copy_(tensors["last_fired"])
         state = torch.load(checkpoint / "optimizer.pt", map_location=trainer.device, weights_only=True)
         trainer.optimizer.load_state_dict(state)
-        trainer.state = TrainState(step=int(meta["step"]), history=list(meta["history"]))
+        trainer.state = TrainState(step=int(meta["step"]), history=list(meta["history"]),
+                                   lam_log_scale=float(meta.get("lam_log_scale", 0.0)))
         return trainer

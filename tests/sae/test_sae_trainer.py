@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from saerad.errors import ConfigError
 from saerad.sae.data import ResidentBatches
 from saerad.sae.metrics import dictionary_recovery, evaluate_sae
 from saerad.sae.model import GatedSAE
@@ -53,10 +54,10 @@ def small_run_cfg(**kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("sparse_max_l0", [None, 64.0])
-def test_resume_is_exact(tmp_path, sparse_max_l0):
+@pytest.mark.parametrize(("sparse_max_l0", "target_l0"), [(None, None), (64.0, None), (64.0, 4.0)])
+def test_resume_is_exact(tmp_path, sparse_max_l0, target_l0):
     _, data, _ = sparse_dictionary_data(300, d=16, m_true=48, k=3)
-    cfg = small_run_cfg(sparse_max_l0=sparse_max_l0)
+    cfg = small_run_cfg(sparse_max_l0=sparse_max_l0, target_l0=target_l0)
     straight = SAETrainer.create(data, 64, cfg)
     straight.fit(ResidentBatches(data, cfg.batch_size, seed=cfg.seed), progress=False)
 
@@ -72,6 +73,8 @@ def test_resume_is_exact(tmp_path, sparse_max_l0):
     for name, value in straight.sae.state_tensors().items():
         assert torch.equal(value, resumed.sae.state_tensors()[name]), name
     assert torch.equal(straight.last_fired, resumed.last_fired)
+    assert straight.state.lam_log_scale == resumed.state.lam_log_scale
+    assert (straight.state.lam_log_scale != 0.0) == (target_l0 is not None)
     kept = sorted(p.name for p in tmp_path.glob("step-*"))
     assert kept == ["step-000000030", "step-000000040"]
 
@@ -82,6 +85,26 @@ def test_schedules():
     assert trainer.lam_at(0) == 0.0 and trainer.lam_at(5) == pytest.approx(1.0) and trainer.lam_at(50) == 2.0
     assert trainer.lr_at(0) == pytest.approx(0.1) and trainer.lr_at(50) == 1.0
     assert trainer.lr_at(90) == pytest.approx(0.5) and trainer.lr_at(99) == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("start_lam", [0.3, 30.0])
+def test_target_l0_controller_reaches_the_asked_sparsity(start_lam):
+    """From a lambda far too weak or far too strong, the controller lands near the asked L0."""
+    _, train, held_out = sparse_dictionary_data(8000)
+    cfg = TrainConfig(steps=800, batch_size=256, lr=3e-3, lam=start_lam, target_l0=8.0, log_every=50)
+    fixed = SAETrainer.create(train, 128, TrainConfig(**{**vars(cfg), "target_l0": None}))
+    fixed.fit(ResidentBatches(train, cfg.batch_size), progress=False)
+    controlled = SAETrainer.create(train, 128, cfg)
+    controlled.fit(ResidentBatches(train, cfg.batch_size), progress=False)
+    l0_fixed = evaluate_sae(fixed.export(), held_out).l0
+    l0_controlled = evaluate_sae(controlled.export(), held_out).l0
+    assert abs(l0_fixed - 8.0) > 3.0, l0_fixed  # the starting lambda alone misses the target...
+    assert 6.5 <= l0_controlled <= 9.5, l0_controlled  # ...the controller gets there
+
+
+def test_target_l0_must_be_positive():
+    with pytest.raises(ConfigError):
+        TrainConfig(target_l0=0.0)
 
 
 def test_export_acts_on_raw_tokens_like_training(tmp_path):
