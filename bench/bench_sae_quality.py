@@ -113,7 +113,7 @@ def main() -> None:
                 final_lams.append(trainer.lam_at(cfg.steps))
             minutes = (time.perf_counter() - start) / 60
 
-            def mean(attr: str, which: int) -> float:
+            def mean(attr: str, which: int, runs=runs) -> float:
                 return statistics.fmean(getattr(r[which], attr) for r in runs)
 
             ev, l0 = mean("explained_variance", 0), mean("l0", 0)

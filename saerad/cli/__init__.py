@@ -24,12 +24,12 @@ app = typer.Typer(
 
 def _register() -> None:
     # Each module adds its commands to ``app`` on import, in pipeline order.
-    import saerad.cli.embed  # noqa: F401
-    import saerad.cli.sae  # noqa: F401
     import saerad.cli.build  # noqa: F401
-    import saerad.cli.report  # noqa: F401
     import saerad.cli.diffusion  # noqa: F401
+    import saerad.cli.embed  # noqa: F401
     import saerad.cli.evaluate  # noqa: F401
+    import saerad.cli.report  # noqa: F401
+    import saerad.cli.sae  # noqa: F401
     import saerad.cli.serve  # noqa: F401
 
 

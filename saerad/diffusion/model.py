@@ -30,9 +30,8 @@ from diffusers import ConfigMixin, ModelMixin, UNet2DModel
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
-from saerad.fileio import atomic_path, atomic_write_json
-
 from saerad.errors import BundleError
+from saerad.fileio import atomic_path, atomic_write_json
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -121,7 +120,7 @@ class TokenConditionedUNet(ModelMixin, ConfigMixin):
         self.register_buffer("token_std", torch.ones(token_dim))
 
     @classmethod
-    def from_architecture(cls, name: str, *, token_dim: int, resolution: int) -> "TokenConditionedUNet":
+    def from_architecture(cls, name: str, *, token_dim: int, resolution: int) -> TokenConditionedUNet:
         if name not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(ARCHITECTURES)}")
         arch = ARCHITECTURES[name]

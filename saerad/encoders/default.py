@@ -56,8 +56,8 @@ from pathlib import Path
 
 import numpy as np
 
-from saerad.fileio import atomic_path, file_lock
 from saerad.errors import BundleError, ConfigError
+from saerad.fileio import atomic_path, file_lock
 
 log = logging.getLogger(__name__)
 

@@ -34,11 +34,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from saerad.fileio import atomic_write_json, file_lock
 from saerad.encoders.augment import augment_view, view_rng
 from saerad.encoders.base import ClassTokenEncoder
 from saerad.encoders.store import AUG_SEP, EmbeddingSet
 from saerad.errors import ConfigError, SaeradError
+from saerad.fileio import atomic_write_json, file_lock
 from saerad.imaging import DEFAULT_MAX_PIXELS, load_xray
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from saerad.fileio import atomic_path
 from saerad.errors import BundleError, ConfigError
+from saerad.fileio import atomic_path
 
 FORMAT = "saerad.embeddings/1"
 AUG_SEP = "#aug"

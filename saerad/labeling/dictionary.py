@@ -116,7 +116,7 @@ class FeatureDictionary(BaseModel):
         ranked.sort(key=lambda sf: (-sf[0], not sf[1].usable, -(sf[1].description_score or 0.0), sf[1].id))
         return [f for _, f in ranked[: max(limit, 0)]]
 
-    def without_report_text(self) -> "FeatureDictionary":
+    def without_report_text(self) -> FeatureDictionary:
         """A copy whose top images carry only ids and activations (safe to ship)."""
         features = [
             f.model_copy(update={"top_images": [t.model_copy(update={"report": None}) for t in f.top_images]})
@@ -128,7 +128,7 @@ class FeatureDictionary(BaseModel):
         atomic_write_text(path, self.model_dump_json())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "FeatureDictionary":
+    def load(cls, path: str | os.PathLike) -> FeatureDictionary:
         path = Path(path)
         try:
             return cls.model_validate_json(path.read_bytes())
@@ -140,11 +140,11 @@ class FeatureDictionary(BaseModel):
 
 def build_dictionary(
     sae,
-    train: "EmbeddingSet",
-    studies: "Sequence[Study]",
+    train: EmbeddingSet,
+    studies: Sequence[Study],
     *,
-    describer: "Describer | str" = "extractive",
-    held_out: "EmbeddingSet | None" = None,
+    describer: Describer | str = "extractive",
+    held_out: EmbeddingSet | None = None,
     top_k: int = 16,
     progress: bool = True,
     **options,

@@ -70,7 +70,7 @@ class Target:
     statement: str
 
     @classmethod
-    def of(cls, description: str, labeler: Labeler) -> "Target":
+    def of(cls, description: str, labeler: Labeler) -> Target:
         labels = {c: int(v) for c, v in labeler(description).items() if v is not None and v == v}
         findings = {c: v for c, v in labels.items() if c != NO_FINDING}
         conditions: dict[str, frozenset[int]]

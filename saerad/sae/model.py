@@ -64,7 +64,7 @@ class GatedSAEConfig:
         return {"architecture": "gated", **asdict(self)}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "GatedSAEConfig":
+    def from_json(cls, data: dict[str, Any]) -> GatedSAEConfig:
         arch = data.get("architecture", "gated")
         if arch != "gated":
             raise BundleError(f"SAE architecture {arch!r} is not supported (expected 'gated')")
@@ -92,7 +92,7 @@ class GatedSAE(nn.Module):
     @torch.no_grad()
     def init_weights(
         self, *, b_dec: torch.Tensor | None = None, dec_norm: float = 0.1, generator: torch.Generator | None = None
-    ) -> "GatedSAE":
+    ) -> GatedSAE:
         """Design-notes init: random decoder rows of norm ``dec_norm``, ``W_enc = W_dec^T``, zero
         biases and ``r_mag``, ``b_dec`` at the data mean (passed in, in training units)."""
         w = torch.randn(self.cfg.d_sae, self.cfg.d_in, generator=generator)
@@ -148,7 +148,7 @@ class GatedSAE(nn.Module):
 
     # ---------------------------------------------------------------- input scale
     @torch.no_grad()
-    def fold_input_scale(self, scale: float) -> "GatedSAE":
+    def fold_input_scale(self, scale: float) -> GatedSAE:
         """Make weights trained on ``scale * x`` act on raw ``x`` (in place).
 
         With ``W_enc' = s W_enc`` and ``b_dec' = b_dec / s``: ``(x - b_dec') W_enc' = (s x - b_dec) W_enc``,
@@ -178,7 +178,7 @@ class GatedSAE(nn.Module):
         atomic_write_text(directory / CONFIG_FILE, json.dumps(self.cfg.to_json(), indent=2))
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> "GatedSAE":
+    def load(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> GatedSAE:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 

@@ -23,10 +23,10 @@ from typing import Any
 import torch
 
 from saerad.errors import ConfigError
+from saerad.fileio import atomic_write_text
 from saerad.sae.data import ResidentBatches, Split, read_split_file, split_ids
 from saerad.sae.metrics import evaluate_sae
 from saerad.sae.model import sae_width
-from saerad.fileio import atomic_write_text
 from saerad.sae.trainer import SAETrainer, TrainConfig
 
 log = logging.getLogger(__name__)

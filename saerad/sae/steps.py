@@ -24,8 +24,8 @@ Both steps fill ``param.grad`` of every SAE parameter and return the named loss 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -119,7 +119,7 @@ class SAETrainer:
     def create(
         cls, train_tokens: torch.Tensor, d_sae: int, cfg: TrainConfig, *, device: str | torch.device = "cpu",
         meta: dict[str, Any] | None = None,
-    ) -> "SAETrainer":
+    ) -> SAETrainer:
         """A fresh trainer: input scale and ``b_dec`` (the mean) from the raw training vectors."""
         scale = input_scale_for(train_tokens)
         sae = GatedSAE(GatedSAEConfig(d_in=train_tokens.shape[1], d_sae=d_sae, meta=dict(meta or {})))
@@ -265,7 +265,7 @@ class SAETrainer:
         return path if (path / "trainer.json").is_file() else None
 
     @classmethod
-    def restore(cls, checkpoint: str | os.PathLike, *, device: str | torch.device = "cpu") -> "SAETrainer":
+    def restore(cls, checkpoint: str | os.PathLike, *, device: str | torch.device = "cpu") -> SAETrainer:
         """Rebuild a trainer from a checkpoint directory written by :meth:`save_checkpoint`."""
         from safetensors.torch import load_file
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from diffusion_builders import blob_images
+
 from saerad.diffusion.intervene import Edit, edited_tokens, intervene
 from saerad.errors import ConfigError
 

@@ -86,7 +86,7 @@ def test_case_notes_give_short_clean_statements(shared_data):
             patients.add(s.patient_id)
             notes.append(s.findings)
     labels = [label_report(t) for t in notes]
-    groups = {c: [t for t, l in zip(notes, labels) if l[c] == 1][:16] for c in ("Pleural Effusion", "Consolidation")}
+    groups = {c: [t for t, lab in zip(notes, labels) if lab[c] == 1][:16] for c in ("Pleural Effusion", "Consolidation")}
     rng = np.random.default_rng(0)
     evidence = [FeatureEvidence(i, tuple(g)) for i, g in enumerate(groups.values())]
     evidence += [FeatureEvidence(10 + i, tuple(rng.choice(notes, 16, replace=False))) for i in range(3)]
