@@ -31,6 +31,8 @@ def train_diffusion_cmd(
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch")] = None,
     max_minutes: Annotated[float | None, typer.Option(help="stop after this many minutes (resumable)")] = None,
     hold_out: Annotated[float, typer.Option(help="fraction of patients kept out of training")] = 0.15,
+    augmented_views: Annotated[bool, typer.Option(
+        help="also train on the file's '<id>#augK' views (from `saerad embed --augment K`), rebuilt exactly")] = False,
 ) -> None:
     """Train the class-token-conditioned diffusion model; rerun the same command to resume."""
     import torch
@@ -44,17 +46,18 @@ def train_diffusion_cmd(
     name = preset or ("gpu" if device.startswith("cuda") else "cpu")
     cfg = make_preset(name, resolution=resolution, steps=steps, batch_size=batch_size, device=device,
                       threads=threads, max_minutes=max_minutes)
-    from saerad.encoders.store import EmbeddingSet
+    from saerad.encoders.store import EmbeddingSet, is_augmented
 
     tokens = EmbeddingSet.load(embeddings)
-    pairs = load_pairs(tokens, root, dataset=dataset, resolution=resolution)
+    pairs = load_pairs(tokens, root, dataset=dataset, resolution=resolution, augmented_views=augmented_views)
     train, held = pairs.split(hold_out) if hold_out > 0 else (pairs, pairs.subset([]))
     cfg.meta.update(
         dataset=dataset,
         embeddings=Path(embeddings).name,
         encoder=str(getattr(tokens, "encoder", "unknown")),
         held_out_fraction=hold_out,
-        n_held_out_images=len(held),
+        augmented_views=augmented_views,
+        n_held_out_images=sum(not is_augmented(i) for i in held.ids),
         preset=name,
         note=("trained on CPU: the smallest useful model, not a converged one" if device == "cpu"
               else "trained on GPU"),
@@ -90,13 +93,13 @@ def intervene_cmd(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto")] = "auto",
 ) -> None:
     """Counterfactuals of one X-ray: each feature removed (or added), maps, boxes and metrics."""
+    from PIL import Image
+
     from saerad.diffusion.figure import to_uint8
     from saerad.diffusion.intervene import run_intervention
     from saerad.diffusion.maps import overlay
     from saerad.fileio import atomic_write_json
     from saerad.imaging import load_xray
-
-    from PIL import Image
 
     device = _device(device)
     loaded, encoder = _load_parts(bundle, device)

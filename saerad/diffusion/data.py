@@ -80,7 +80,7 @@ class PairedImages:
     def resolution(self) -> int:
         return int(self.images.shape[-1])
 
-    def subset(self, keep: Sequence[int]) -> "PairedImages":
+    def subset(self, keep: Sequence[int]) -> PairedImages:
         idx = torch.as_tensor(list(keep), dtype=torch.long)
         return PairedImages(
             ids=[self.ids[i] for i in keep],
@@ -89,7 +89,7 @@ class PairedImages:
             patient_ids=[self.patient_ids[i] for i in keep],
         )
 
-    def split(self, fraction: float = 0.15) -> tuple["PairedImages", "PairedImages"]:
+    def split(self, fraction: float = 0.15) -> tuple[PairedImages, PairedImages]:
         """(train, held_out) by patient."""
         test = [i for i, p in enumerate(self.patient_ids) if held_out(p, fraction)]
         train = [i for i in range(len(self)) if i not in set(test)]
@@ -113,14 +113,22 @@ def load_pairs(
     *,
     dataset: str = "covid-cxr",
     resolution: int = 128,
+    augmented_views: bool = False,
     progress: bool = True,
 ) -> PairedImages:
-    """Pair every unaugmented embedding id with its image, loaded with ``saerad.imaging.load_xray``.
+    """Pair embedding ids with their images, loaded with ``saerad.imaging.load_xray``.
 
-    ``embeddings`` is an :class:`~saerad.encoders.store.EmbeddingSet` or a path to one.
+    ``embeddings`` is an :class:`~saerad.encoders.store.EmbeddingSet` or a path to one. With
+    ``augmented_views``, the file's ``<id>#augK`` rows are paired too: their pixels are rebuilt
+    exactly (``saerad embed`` seeds view K of an image by (seed, id, K)), so every pair is (view, the
+    token of that very view). Why: a few hundred images give the generator few examples of how a
+    change of token shows in the image; the views add the crops and exposure changes the encoder
+    itself reacts to.
     """
     from tqdm.auto import tqdm
 
+    from saerad.encoders.augment import augment_view, view_rng
+    from saerad.encoders.store import base_id
     from saerad.imaging import load_xray
 
     if isinstance(embeddings, (str, Path)):
@@ -128,8 +136,9 @@ def load_pairs(
 
         embeddings = EmbeddingSet.load(embeddings)
     index = image_index(dataset, root)
-    rows = [(i, image_id) for i, image_id in enumerate(embeddings.ids) if not is_augmented(image_id)]
-    missing = [image_id for _, image_id in rows if image_id not in index]
+    rows = [(i, image_id) for i, image_id in enumerate(embeddings.ids)
+            if augmented_views or not is_augmented(image_id)]
+    missing = sorted({base_id(image_id) for _, image_id in rows} - set(index))
     if missing:
         raise ConfigError(
             f"{len(missing)} embedding ids are not images of {dataset} at {root} (e.g. {missing[0]!r}): "
@@ -137,14 +146,27 @@ def load_pairs(
         )
     if not rows:
         raise ConfigError("the embedding file has no unaugmented image ids")
+    seed = int(embeddings.meta.get("seed", 0))
+    by_source: dict[str, list[int]] = {}
+    for k, (_, image_id) in enumerate(rows):
+        by_source.setdefault(base_id(image_id), []).append(k)
     images = np.empty((len(rows), resolution, resolution), dtype=np.float32)
-    for k, (_, image_id) in enumerate(tqdm(rows, desc="loading images", disable=not progress)):
-        xray = load_xray(index[image_id][0])
-        images[k] = resize_image(xray.pixels, resolution)
+    for source, slots in tqdm(by_source.items(), desc="loading images", disable=not progress):
+        pixels = load_xray(index[source][0]).pixels
+        for k in slots:
+            image_id = rows[k][1]
+            view = pixels if image_id == source else augment_view(pixels, view_rng(seed, source, _view_number(image_id)))
+            images[k] = resize_image(view, resolution)
     tokens = embeddings.tokens[[i for i, _ in rows]].float()
     return PairedImages(
         ids=[image_id for _, image_id in rows],
         images=to_model(images).half(),
         tokens=tokens,
-        patient_ids=[index[image_id][1] for _, image_id in rows],
+        patient_ids=[index[base_id(image_id)][1] for _, image_id in rows],
     )
+
+
+def _view_number(image_id: str) -> int:
+    from saerad.encoders.store import AUG_SEP
+
+    return int(image_id.rpartition(AUG_SEP)[2])

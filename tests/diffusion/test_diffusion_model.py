@@ -86,3 +86,24 @@ def test_pairs_from_real_images_skip_augmented_views(shared_data):
     assert pairs.ids == ids and pairs.images.shape == (4, 1, 32, 32)
     assert torch.equal(pairs.tokens, tokens.tokens[:4])
     assert float(pairs.images.min()) >= -1 and float(pairs.images.max()) <= 1
+
+
+def test_pairs_with_augmented_views_rebuild_the_embedded_view(shared_data):
+    """View K is rebuilt from (seed, id, K) exactly as `saerad embed --augment` made it."""
+    from saerad.diffusion.data import image_index, load_pairs, resize_image, to_model
+    from saerad.encoders.augment import augment_view, view_rng
+    from saerad.encoders.store import EmbeddingSet
+    from saerad.imaging import load_xray
+
+    root = shared_data / "covid-cxr"
+    index = image_index("covid-cxr", root)
+    source = sorted(index)[0]
+    ids = [source, f"{source}#aug1", f"{source}#aug2"]
+    tokens = EmbeddingSet(ids=ids, tokens=torch.randn(3, 8), encoder="test", meta={"seed": 7})
+    pairs = load_pairs(tokens, root, resolution=32, augmented_views=True, progress=False)
+    assert pairs.ids == ids and torch.equal(pairs.tokens, tokens.tokens)
+    assert pairs.patient_ids == [index[source][1]] * 3
+    pixels = load_xray(index[source][0]).pixels
+    expected = to_model(resize_image(augment_view(pixels, view_rng(7, source, 2)), 32)).half()
+    assert torch.equal(pairs.images[2], expected[0])
+    assert not torch.equal(pairs.images[1], pairs.images[2])
