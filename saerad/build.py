@@ -516,6 +516,7 @@ def _describer(cfg: BuildConfig, paths: _Paths):
 
 def _bundle(cfg: BuildConfig, studies: Sequence[Study], expansion: float, paths: _Paths) -> None:
     from saerad.encoders import load_encoder
+    from saerad.encoders.store import is_augmented
     from saerad.labeling.dictionary import FeatureDictionary
     from saerad.sae.model import GatedSAE
 
@@ -540,7 +541,8 @@ def _bundle(cfg: BuildConfig, studies: Sequence[Study], expansion: float, paths:
         n_images=len({i for s in studies for i in s.image_ids}),
         n_studies=len(studies),
         n_patients=len({s.patient_id for s in studies}),
-        splits={"train": len(split["train"]), "held_out": len(split["val"])},
+        # images, not vectors: augmented views of the training images only ever train the SAE
+        splits={"train": sum(not is_augmented(i) for i in split["train"]), "held_out": len(split["val"])},
     )
     write_bundle(
         cfg.out,
