@@ -145,7 +145,7 @@ def load_pairs(
             "were the embeddings made from another dataset?"
         )
     if not rows:
-        raise ConfigError("the embedding file has no unaugmented image ids")
+        raise ConfigError("the embedding file has no image ids to train on (only augmented views? pass augmented_views)")
     seed = int(embeddings.meta.get("seed", 0))
     by_source: dict[str, list[int]] = {}
     for k, (_, image_id) in enumerate(rows):
