@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 from saerad.datasets import load_dataset  # noqa: E402
 from saerad.sae.data import ResidentBatches, base_id  # noqa: E402
 from saerad.sae.metrics import evaluate_sae  # noqa: E402
+from saerad.sae.model import sae_width  # noqa: E402
 from saerad.sae.run import load_embedding_files, make_split  # noqa: E402
 from saerad.sae.trainer import SAETrainer, TrainConfig  # noqa: E402
 
@@ -106,7 +107,7 @@ def main() -> None:
             for seed, (train, val) in splits.items():
                 cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, lam=lam, seed=seed,
                                   target_l0=target)
-                trainer = SAETrainer.create(train, int(expansion * emb.dim), cfg, device=args.device)
+                trainer = SAETrainer.create(train, sae_width(emb.dim, expansion), cfg, device=args.device)
                 trainer.fit(ResidentBatches(train.to(trainer.device), cfg.batch_size, seed=seed), progress=False)
                 sae = trainer.export()
                 runs.append((evaluate_sae(sae, val), evaluate_sae(sae, train)))
@@ -121,7 +122,7 @@ def main() -> None:
             spread = f" ± {statistics.stdev(r[0].explained_variance for r in runs):.3f}" if len(runs) > 1 else ""
             setting = f"{target:g} ({statistics.fmean(final_lams):.2f})" if target else f"{lam:g}"
             results.append((expansion, setting, ev, l0, ok))
-            print(f"| {expansion:g} | {int(expansion * emb.dim)} | {setting} | {ev:.4f}{spread} | {l0:.1f} | "
+            print(f"| {expansion:g} | {sae_width(emb.dim, expansion)} | {setting} | {ev:.4f}{spread} | {l0:.1f} | "
                   f"{mean('dead_fraction', 0):.2f} | {mean('shrinkage', 0):.3f} | {mean('explained_variance', 1):.3f} | "
                   f"{mean('l0', 1):.1f} | {'PASS' if ok else 'MISS'} | {minutes:.1f} |", flush=True)
     within = [r for r in results if r[3] <= GOAL_L0]
