@@ -49,6 +49,13 @@ DATA_TERMS: dict[str, tuple[str, str]] = {
         "Indiana University Chest X-ray Collection (Open-i) with its radiology reports",
         "CC BY-NC-ND 4.0: non-commercial research use only",
     ),
+    "nih-cxr14": (
+        "NIH ChestX-ray14 (Wang et al., \"ChestX-ray8\", CVPR 2017), development subset: frontal chest "
+        "X-rays with NIH finding labels mined from reports (no report text; descriptions come from the labels). "
+        "Data provider: NIH Clinical Center, https://nihcc.app.box.com/v/ChestXray-NIHCC",
+        "Unrestricted use with attribution: link the NIH Clinical Center download site, acknowledge the NIH "
+        "Clinical Center as the data provider and cite Wang et al., CVPR 2017",
+    ),
     "folder": ("a local folder of X-rays (with reports.csv when present)", "unknown: set by the data's owner"),
 }
 

@@ -14,6 +14,7 @@ class DatasetChoice(str, Enum):
     covid_cxr = "covid-cxr"
     mimic_cxr = "mimic-cxr"
     iu_xray = "iu-xray"
+    nih_cxr14 = "nih-cxr14"
     folder = "folder"
 
 

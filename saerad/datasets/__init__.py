@@ -10,7 +10,7 @@ from pathlib import Path
 
 from saerad.datasets.base import Study
 
-DATASETS = ("folder", "covid-cxr", "mimic-cxr", "iu-xray")
+DATASETS = ("folder", "covid-cxr", "mimic-cxr", "iu-xray", "nih-cxr14")
 
 
 def load_dataset(name: str, root: str | Path, **kwargs) -> list[Study]:
@@ -34,6 +34,10 @@ def load_dataset(name: str, root: str | Path, **kwargs) -> list[Study]:
         from saerad.datasets.iu_xray import load_iu_xray
 
         return load_iu_xray(root, **kwargs)
+    if name == "nih-cxr14":
+        from saerad.datasets.nih_cxr14 import load_nih_cxr14
+
+        return load_nih_cxr14(root, **kwargs)
     raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 

@@ -6,6 +6,7 @@ records, so a new dataset only has to produce these.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,10 @@ class Study:
 
     ``image_ids`` are stable, unique string ids (one per entry of ``image_paths``) used as keys in
     embedding files and bundles; they never contain patient names, only dataset identifiers.
+
+    ``labels``: structured finding labels where the dataset has them (nih-cxr14): condition name ->
+    1 (present) or 0 (absent), for the 14 CheXpert conditions and any extra findings. Label-driven
+    descriptions use them instead of labelling report text; ``None`` means "read the report".
     """
 
     study_id: str
@@ -26,6 +31,7 @@ class Study:
     findings: str | None = None
     impression: str | None = None
     split: str | None = None
+    labels: Mapping[str, int] | None = field(default=None, compare=False, hash=False)
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
