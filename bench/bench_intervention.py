@@ -1,7 +1,7 @@
 """Counterfactual checks of the diffusion model on held-out covid-cxr images (issue 5).
 
-Held-out = the patients that ``saerad train-diffusion`` kept out (``saerad.diffusion.data.held_out``,
-15% of patients by a hash of the patient id), so the diffusion model never saw these images.
+Held-out = the test patients of :mod:`saerad.datasets.split`, which ``saerad train-diffusion``
+leaves out, so the diffusion model never saw these images.
 
 Trials per image (one inversion, one sampling batch per image):
 - remove: the ``--remove`` active features with the largest contribution ``f_i * ||W_dec[i]||``;
@@ -38,7 +38,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from saerad.diffusion.data import held_out, image_index  # noqa: E402
+from saerad.diffusion.data import image_index  # noqa: E402
 from saerad.diffusion.intervene import Edit, intervene  # noqa: E402
 from saerad.diffusion.model import load_diffusion, read_metadata  # noqa: E402
 
@@ -138,7 +138,7 @@ def main() -> None:
     sae, dictionary, sae_source = find_sae_parts(args)
     encoder = load_encoder("default")
     index = image_index("covid-cxr", args.root)
-    held = sorted(i for i, (_, patient) in index.items() if held_out(patient))
+    held = sorted(i for i, (_, _, role) in index.items() if role == "test")
     rng = np.random.default_rng(0)
     chosen = [held[k] for k in sorted(rng.choice(len(held), size=min(args.images, len(held)), replace=False))]
     results: dict = {"diffusion": str(args.diffusion), "diffusion_meta": meta, "sae": sae_source,
@@ -148,10 +148,10 @@ def main() -> None:
     if not args.skip_quality:
         if args.embeddings and args.embeddings.is_file():
             emb = EmbeddingSet.load(args.embeddings)
-            train_ids = [i for i in emb.ids if "#aug" not in i and i in index and not held_out(index[i][1])]
+            train_ids = [i for i in emb.ids if "#aug" not in i and i in index and index[i][2] != "test"]
             ref_tokens = emb.select(train_ids).tokens
         else:  # encode the training images (slow on CPU, ~30 s)
-            train_ids = [i for i, (_, p) in index.items() if not held_out(p)]
+            train_ids = [i for i, (_, _, role) in index.items() if role != "test"]
             ref_tokens = encoder.encode_images([load_xray(index[i][0]).pixels for i in train_ids])
         levels, freq = quantile_levels(sae, ref_tokens, dictionary)
         dec_norm = sae.W_dec.detach().norm(dim=1).numpy()

@@ -4,7 +4,7 @@
 
 Pairs are built from the IU X-ray findings in ../shared/data: each reference is a real findings
 section and its "prediction" the findings of another, random report (realistic lengths and
-vocabulary, realistic low overlap). Timed: ``saerad.eval.runner.score_systems`` end to end - rule
+vocabulary, realistic low overlap). Timed: ``saerad.eval.scoring.score_systems`` end to end - rule
 labels of both sides, BLEU-1..4, METEOR 1.5 (Java), ROUGE-L (coco + rouge-score), CheXpert-rule
 F1 in both conventions, 500 bootstrap resamples of everything, and the three output files.
 Target: <= 60 s on 2 cores.
@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from saerad.eval.meteor import meteor_unavailable_reason
-    from saerad.eval.runner import ScoreOptions, score_systems
+    from saerad.eval.scoring import ScoreOptions, score_systems
 
     refs, preds = _pairs(args.pairs, args.seed)
     reason = meteor_unavailable_reason()

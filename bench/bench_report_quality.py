@@ -87,7 +87,7 @@ def patient_folds(studies, k: int, seed: int) -> dict[str, int]:
 
 def run_fold(fold, studies, emb, fold_of, args, log):
     from saerad.build import auto_expansion, fit_sae, sae_train_config
-    from saerad.encoders.store import base_id
+    from saerad.datasets.ids import base_id
     from saerad.eval.baselines import retrieval_reports
     from saerad.labeling import build_dictionary
     from saerad.labeling.extractive import ExtractiveDescriber

@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from saerad.datasets import load_dataset  # noqa: E402
-from saerad.sae.data import ResidentBatches, base_id  # noqa: E402
+from saerad.datasets.ids import base_id  # noqa: E402
+from saerad.sae.data import ResidentBatches  # noqa: E402
 from saerad.sae.metrics import evaluate_sae  # noqa: E402
 from saerad.sae.model import sae_width  # noqa: E402
 from saerad.sae.run import load_embedding_files, make_split  # noqa: E402

@@ -1,63 +1,34 @@
 """``saerad build``: dataset -> embeddings -> SAE -> feature dictionary -> bundle, resumably.
 
-Each stage writes its outputs under a work directory (default ``<out>.work``) and then a stamp file
-``stamps/<stage>.json`` holding fingerprints of its inputs, its parameters and the sha256 of its
-outputs. A stage is skipped when its stamp matches what it would be given now and its outputs are
-unchanged on disk; otherwise it runs (and the stages after it, whose input fingerprints then change).
-Stages that take long resume inside themselves too: embedding extraction keeps finished shards and the
-SAE trainer resumes from its last checkpoint.
+Stages (:mod:`saerad.stages`) write under a work directory (default ``<out>.work``) and are skipped
+when current; long ones resume inside themselves too (embedding shards, SAE checkpoints). The split
+is :mod:`saerad.datasets.split`'s: the SAE and the feature statistics learn from the training
+patients, descriptions are scored on the held-out patients, and the test patients (a dataset's
+official test split, else a patient hash) are never read, so ``saerad evaluate`` on the same data
+measures unseen patients. The work directory is the build's own: a stage that re-runs because its
+inputs changed discards its stale outputs there (embedding shards, SAE checkpoints).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from saerad.bundle import DataEntry, EncoderEntry, ReportDefaults, sha256_file, write_bundle
+from saerad.bundle import DataEntry, EncoderEntry, ReportDefaults, write_bundle
 from saerad.datasets import Study, load_dataset
+from saerad.datasets.split import DEFAULT_POLICY, HELD_OUT, TRAIN, Partition, partition, vector_rows
+from saerad.datasets.terms import data_terms
 from saerad.errors import ConfigError
-from saerad.fileio import atomic_write_json
+from saerad.stages import Stage, fingerprint, path_fingerprint, run_stage, studies_fingerprint
 
 log = logging.getLogger(__name__)
 
 STAGES = ("embed", "train-sae", "dictionary", "bundle")
-# Training-batch L0 the SAE controller aims at by default: held-out images then have 15-16 active
-# features on covid-cxr (bench/bench_sae_quality.py), the sparsity of SAE-Rad's reports.
-DEFAULT_TARGET_L0 = 13.5
-
-# What users inherit from each dataset (shown in the manifest and by `saerad report`).
-DATA_TERMS: dict[str, tuple[str, str]] = {
-    "covid-cxr": (
-        "COVID-19 image data collection (Cohen et al., 2020), snapshot of 2020-06-22: frontal chest "
-        "X-rays with free-text clinical case notes (not structured radiology reports)",
-        "CC BY-NC-SA 4.0 (metadata; images CC BY-NC-SA 4.0, CC BY 4.0 or unstated): non-commercial "
-        "research use only; models trained on it inherit the non-commercial terms",
-    ),
-    "mimic-cxr": (
-        "MIMIC-CXR-JPG chest X-rays with MIMIC-CXR free-text reports (findings sections)",
-        "PhysioNet Credentialed Health Data License 1.5.0: credentialed users only; do not share "
-        "models or bundles that contain report text",
-    ),
-    "iu-xray": (
-        "Indiana University Chest X-ray Collection (Open-i) with its radiology reports",
-        "CC BY-NC-ND 4.0: non-commercial research use only",
-    ),
-    "nih-cxr14": (
-        "NIH ChestX-ray14 (Wang et al., \"ChestX-ray8\", CVPR 2017), development subset: frontal chest "
-        "X-rays with NIH finding labels mined from reports (no report text; descriptions come from the labels). "
-        "Data provider: NIH Clinical Center, https://nihcc.app.box.com/v/ChestXray-NIHCC",
-        "Unrestricted use with attribution: link the NIH Clinical Center download site, acknowledge the NIH "
-        "Clinical Center as the data provider and cite Wang et al., CVPR 2017",
-    ),
-    "folder": ("a local folder of X-rays (with reports.csv when present)", "unknown: set by the data's owner"),
-}
 
 
 @dataclass
@@ -70,17 +41,16 @@ class BuildConfig:
     encoder: str = "default"
     embeddings: Path | None = None  # precomputed class tokens (e.g. from `saerad embed` on many GPUs)
     augment: int = 0  # extra augmented views per training image (SAE training only)
-    expansion: float | None = None  # None: see auto_expansion
+    expansion: float | None = None  # None: saerad.sae.run.auto_expansion
     describer: str = "extractive"
     describer_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"max_pvalue": 0.05}
     findings_from_all_described: bool = False  # bundle default: also features whose score fails the bar
     include_report_text: bool = True
     work_dir: Path | None = None
-    val_fraction: float = 0.15
     seed: int = 0
     sae_steps: int | None = None
     sae_lambda: float | None = None
-    sae_target_l0: float | None = None  # None: DEFAULT_TARGET_L0 unless sae_lambda is given
+    sae_target_l0: float | None = None  # None: saerad.sae.run.DEFAULT_TARGET_L0 unless sae_lambda is given
     sae_batch_size: int | None = None
     embed_batch_size: int = 32
     top_images: int = 16
@@ -116,95 +86,6 @@ def parse_describer_options(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def auto_expansion(n_images: int, dim: int) -> float:
-    """The largest power of two from 1/8 up to SAE-Rad's x64 that keeps two training images per feature.
-
-    A feature is described from the reports of the images it fires on most; with ~15 active features
-    per image, two images per feature leave each feature ~30 images (of several patients) to be
-    described from. MIMIC-CXR (377k images, d = 768) gets x64; covid-cxr (423 images, d = 384) x0.5,
-    which on held-out tokens beats x1 at equal L0 with a third of the dead features
-    (``bench/bench_sae_quality.py``).
-    """
-    expansion = 64.0
-    while expansion > 1 / 8 and 2 * expansion * dim > n_images:
-        expansion /= 2
-    return expansion
-
-
-# ---------------------------------------------------------------------------- fingerprints & stamps
-def fingerprint(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def path_fingerprint(path: Path) -> str:
-    """sha256 over the content of a file, or of every file under a directory."""
-    if path.is_file():
-        return sha256_file(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-    return fingerprint([(p.relative_to(path).as_posix(), sha256_file(p)) for p in files])
-
-
-def studies_fingerprint(studies: Sequence[Study], *, with_text: bool) -> str:
-    """Image identity by (id, size, mtime), make-style: hashing every image of MIMIC-CXR would take hours."""
-    rows = []
-    for s in studies:
-        for path, image_id in zip(s.image_paths, s.image_ids, strict=True):
-            st = path.stat() if path.exists() else None
-            rows.append([image_id, s.patient_id, st.st_size if st else None, st.st_mtime_ns if st else None])
-        if with_text:
-            rows.append([s.study_id, s.findings, s.impression])
-    return fingerprint(rows)
-
-
-@dataclass
-class Stage:
-    name: str
-    inputs: dict[str, str]
-    params: dict[str, Any]
-    outputs: list[Path]
-    run: Callable[[], None]
-
-
-def stamp_path(work: Path, name: str) -> Path:
-    return work / "stamps" / f"{name}.json"
-
-
-def is_current(work: Path, stage: Stage) -> bool:
-    path = stamp_path(work, stage.name)
-    if not path.is_file() or not all(p.exists() for p in stage.outputs):
-        return False
-    stamp = json.loads(path.read_text(encoding="utf-8"))
-    if stamp.get("inputs") != stage.inputs or stamp.get("params") != json.loads(json.dumps(stage.params, default=str)):
-        return False
-    return stamp.get("outputs") == {p.name: path_fingerprint(p) for p in stage.outputs}
-
-
-def run_stage(work: Path, stage: Stage, *, force: bool = False) -> bool:
-    """Run ``stage`` unless it is current; returns whether it ran."""
-    if not force and is_current(work, stage):
-        log.info("stage %s is current: skipped", stage.name)
-        return False
-    log.info("stage %s: running", stage.name)
-    stamp_path(work, stage.name).unlink(missing_ok=True)
-    stage.run()
-    missing = [p for p in stage.outputs if not p.exists()]
-    if missing:
-        raise RuntimeError(f"stage {stage.name} did not produce {missing}")
-    stamp = {
-        "stage": stage.name,
-        "inputs": stage.inputs,
-        "params": stage.params,
-        "outputs": {p.name: path_fingerprint(p) for p in stage.outputs},
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    _atomic_json(stamp_path(work, stage.name), stamp)
-    return True
-
-
-def _atomic_json(path: Path, data: Any) -> None:
-    atomic_write_json(path, data, default=str)
-
-
 # ---------------------------------------------------------------------------- the build
 @dataclass
 class BuildResult:
@@ -214,23 +95,25 @@ class BuildResult:
 
 def build(cfg: BuildConfig) -> BuildResult:
     """Run every stage that is not current and write the bundle to ``cfg.out``."""
-    studies = load_dataset(cfg.dataset, cfg.root)
-    studies = [s for s in studies if s.image_paths]
+    studies = [s for s in load_dataset(cfg.dataset, cfg.root) if s.image_paths]
     if not studies:
         raise ConfigError(f"dataset {cfg.dataset} at {cfg.root} has no images")
+    split = partition(studies, DEFAULT_POLICY)
+    studies = split.fitting()  # the test patients are never read
+    if not split.train:
+        raise ConfigError(f"dataset {cfg.dataset} at {cfg.root} has no training patients (all are test or held out)")
     work = cfg.work_dir
     paths = _Paths(work)
     _describer(cfg, paths)  # refuse bad describer options now, not after an hour of training
     work.mkdir(parents=True, exist_ok=True)
     ran: dict[str, bool] = {}
 
-    images_fp = studies_fingerprint(studies, with_text=False)
     ran["embed"] = run_stage(
         work,
         Stage(
             "embed",
             inputs={
-                "images": images_fp,
+                "images": studies_fingerprint(studies, with_text=False),
                 "embeddings_file": path_fingerprint(Path(cfg.embeddings)) if cfg.embeddings else None,
             },
             params={"encoder": cfg.encoder, "dataset": cfg.dataset, "augment": cfg.augment, "seed": cfg.seed},
@@ -240,26 +123,22 @@ def build(cfg: BuildConfig) -> BuildResult:
         force=cfg.force,
     )
 
-    n_images = len({i for s in studies for i in s.image_ids})
-    expansion = cfg.expansion or auto_expansion(n_images, _token_dim(paths.embeddings))
-    sae_params = {
-        "expansion": expansion,
-        "val_fraction": cfg.val_fraction,
-        "seed": cfg.seed,
-        "steps": cfg.sae_steps,
-        "lambda": cfg.sae_lambda,
-        "target_l0": cfg.sae_target_l0,
-        "batch_size": cfg.sae_batch_size,
-        "groups": fingerprint(sorted({(i, s.patient_id) for s in studies for i in s.image_ids})),
-    }
+    roles = {r: sorted(i for s in getattr(split, r) for i in s.image_ids) for r in (TRAIN, HELD_OUT)}
     ran["train-sae"] = run_stage(
         work,
         Stage(
             "train-sae",
-            inputs={"embeddings": path_fingerprint(paths.embeddings)},
-            params=sae_params,
-            outputs=[paths.sae, paths.split, paths.sae_metrics],
-            run=lambda: _train_sae(cfg, studies, expansion, paths),
+            inputs={"embeddings": path_fingerprint(paths.embeddings), "split": fingerprint(roles)},
+            params={
+                "expansion": cfg.expansion,
+                "seed": cfg.seed,
+                "steps": cfg.sae_steps,
+                "lambda": cfg.sae_lambda,
+                "target_l0": cfg.sae_target_l0,
+                "batch_size": cfg.sae_batch_size,
+            },
+            outputs=paths.sae_outputs,
+            run=lambda: _train_sae(cfg, split, paths),
         ),
         force=cfg.force,
     )
@@ -269,13 +148,13 @@ def build(cfg: BuildConfig) -> BuildResult:
         Stage(
             "dictionary",
             inputs={
-                "sae": path_fingerprint(paths.sae),
-                "split": path_fingerprint(paths.split),
+                "sae": path_fingerprint(paths.sae / "sae.safetensors"),
+                "split": fingerprint(roles),
                 "reports": studies_fingerprint(studies, with_text=True),
             },
             params={"describer": cfg.describer, "options": cfg.describer_options, "top_images": cfg.top_images},
             outputs=[paths.dictionary],
-            run=lambda: _dictionary(cfg, studies, paths),
+            run=lambda: _dictionary(cfg, split, paths),
         ),
         force=cfg.force,
     )
@@ -285,7 +164,7 @@ def build(cfg: BuildConfig) -> BuildResult:
         Stage(
             "bundle",
             inputs={
-                "sae": path_fingerprint(paths.sae),
+                "sae": path_fingerprint(paths.sae / "sae.safetensors"),
                 "dictionary": path_fingerprint(paths.dictionary),
                 "diffusion": path_fingerprint(cfg.diffusion) if cfg.diffusion else None,
             },
@@ -298,7 +177,7 @@ def build(cfg: BuildConfig) -> BuildResult:
                 "all_described": cfg.findings_from_all_described,
             },
             outputs=[cfg.out],
-            run=lambda: _bundle(cfg, studies, expansion, paths),
+            run=lambda: _bundle(cfg, split, paths),
         ),
         force=cfg.force,
     )
@@ -311,10 +190,8 @@ class _Paths:
     def __init__(self, work: Path) -> None:
         self.work = work
         self.embeddings = work / "embeddings.safetensors"
-        self.sae = work / "sae"
-        self.sae_checkpoints = work / "sae-checkpoints"
-        self.split = work / "split.json"
-        self.sae_metrics = work / "sae_metrics.json"
+        self.sae = work / "sae"  # the SAE run: final SAE, metrics.json, run.json, checkpoints/
+        self.sae_outputs = [self.sae / "sae.safetensors", self.sae / "sae_config.json", self.sae / "metrics.json"]
         self.dictionary = work / "dictionary.json"
         self.llm_cache = work / "llm-cache"
 
@@ -355,7 +232,8 @@ def _embed(cfg: BuildConfig, studies: Sequence[Study], out: Path) -> None:
 
 def _import_embeddings(cfg: BuildConfig, studies: Sequence[Study], out: Path) -> None:
     """Take the dataset's rows (and their augmented views) from a precomputed embedding file."""
-    from saerad.encoders.store import EmbeddingSet, base_id
+    from saerad.datasets.ids import base_id
+    from saerad.encoders.store import EmbeddingSet
 
     emb = EmbeddingSet.load(cfg.embeddings)
     if emb.encoder != cfg.encoder:
@@ -373,138 +251,39 @@ def _import_embeddings(cfg: BuildConfig, studies: Sequence[Study], out: Path) ->
     emb.select(keep).save(out)
 
 
-def _token_dim(path: Path) -> int:
-    """Class-token width from the embedding file's header (without reading the tokens)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        return int(handle.get_slice("tokens").get_shape()[1])
-
-
-def _split(cfg: BuildConfig, studies: Sequence[Study], ids: Sequence[str]) -> dict[str, list[str]]:
-    """Patient-disjoint train / held-out ids (held-out images score descriptions and the SAE)."""
-    from saerad.sae.data import split_ids
-
-    groups = {i: s.patient_id for s in studies for i in s.image_ids}
-    split = split_ids(list(ids), val_fraction=cfg.val_fraction, seed=cfg.seed, groups=groups)
-    return {"train": [ids[i] for i in split.train], "val": [ids[i] for i in split.val]}
-
-
-def sae_train_config(
-    n_train: int, *, steps: int | None, lam: float | None, batch_size: int | None, seed: int,
-    target_l0: float | None = None,
-):
-    """Training settings scaled to the data.
-
-    Small sets (a few thousand vectors, augmented views included) train on batches of 512 for 6,000
-    steps; large ones on batches of 4,096 for about 20 epochs. Without an explicit ``lam`` the
-    sparsity is asked for directly: the lambda controller aims at ``DEFAULT_TARGET_L0`` active
-    features per training vector (held-out L0 comes out 1-2 higher on covid-cxr).
-    """
-    from saerad.sae.trainer import TrainConfig
-
-    small = n_train < 50_000
-    batch = batch_size or min(512 if small else 4096, n_train)
-    default_steps = 6000 if small else max(3000, 20 * n_train // batch)
-    kwargs: dict[str, Any] = {"steps": steps or default_steps, "batch_size": batch, "seed": seed}
-    if lam is not None:
-        kwargs["lam"] = lam
-    if target_l0 is not None or lam is None:
-        kwargs["target_l0"] = target_l0 or DEFAULT_TARGET_L0
-    kwargs["checkpoint_every"] = max(100, kwargs["steps"] // 10)
-    kwargs["dead_window_steps"] = min(1000, kwargs["steps"] // 5)
-    return TrainConfig(**kwargs)
-
-
-def fit_sae(
-    train,
-    d_sae: int,
-    tcfg,
-    *,
-    device: str = "cpu",
-    checkpoint_root: Path | None = None,
-    progress: bool = True,
-    meta: dict[str, Any] | None = None,
-):
-    """Train a gated SAE on raw class tokens ``train`` (N, d) and export it (scale folded in).
-
-    With ``checkpoint_root`` the run checkpoints there and resumes from the latest checkpoint, but
-    only a checkpoint of the same data, width and settings (``run.json`` records them).
-    """
-    import numpy as np
-
-    from saerad.sae.data import ResidentBatches
-    from saerad.sae.trainer import SAETrainer
-
-    trainer = None
-    if checkpoint_root is not None:
-        key = {
-            "data": hashlib.sha256(np.ascontiguousarray(train.numpy()).tobytes()).hexdigest(),
-            "d_sae": d_sae,
-            "train_config": json.loads(json.dumps(asdict(tcfg))),
-        }
-        key_file = checkpoint_root / "run.json"
-        if key_file.is_file() and json.loads(key_file.read_text(encoding="utf-8")) != key:
-            log.info("train-sae: checkpoints in %s belong to another run; starting over", checkpoint_root)
-            shutil.rmtree(checkpoint_root)
-        latest = SAETrainer.latest_checkpoint(checkpoint_root)
-        if latest is not None:
-            trainer = SAETrainer.restore(latest, device=device)
-            log.info("train-sae: resuming from %s", latest.name)
-        _atomic_json(key_file, key)
-    if trainer is None:
-        trainer = SAETrainer.create(train, d_sae, tcfg, device=device, meta=meta)
-    batches = ResidentBatches(train.to(trainer.device), tcfg.batch_size, seed=tcfg.seed, start_step=trainer.state.step)
-    trainer.fit(batches, checkpoint_root=checkpoint_root, progress=progress)
-    return trainer.export()
-
-
-def _train_sae(cfg: BuildConfig, studies: Sequence[Study], expansion: float, paths: _Paths) -> None:
-    import torch
-
+def _train_sae(cfg: BuildConfig, split: Partition, paths: _Paths) -> None:
     from saerad.encoders.store import EmbeddingSet
-    from saerad.sae.metrics import evaluate_sae
-    from saerad.sae.model import sae_width
+    from saerad.sae.run import default_train_config, train_sae
 
     emb = EmbeddingSet.load(paths.embeddings)
-    split = _split(cfg, studies, emb.ids)
-    train = emb.select(split["train"]).tokens
-    val = emb.select(split["val"]).tokens if split["val"] else train
-    tcfg = sae_train_config(
-        len(train), steps=cfg.sae_steps, lam=cfg.sae_lambda, batch_size=cfg.sae_batch_size, seed=cfg.seed,
-        target_l0=cfg.sae_target_l0,
+    rows = vector_rows(emb.ids, split.role_of_image())
+    train = emb.tokens[rows[TRAIN]]
+    tcfg = default_train_config(
+        len(train), steps=cfg.sae_steps, lam=cfg.sae_lambda, target_l0=cfg.sae_target_l0,
+        batch_size=cfg.sae_batch_size, seed=cfg.seed,
     )
-    sae = fit_sae(
-        train,
-        sae_width(train.shape[1], expansion),
-        tcfg,
-        device=cfg.device,
-        checkpoint_root=paths.sae_checkpoints,
-        progress=cfg.progress,
+    # The work directory is the build's: checkpoints of a superseded run there are stale.
+    train_sae(
+        train, emb.tokens[rows[HELD_OUT]] if rows[HELD_OUT] else None, paths.sae,
+        expansion=cfg.expansion, n_images=sum(len(s.image_ids) for s in split.train), cfg=tcfg,
+        device=cfg.device, progress=cfg.progress, overwrite=True,
         meta={"encoder": cfg.encoder, "dataset": cfg.dataset},
     )
-    metrics = evaluate_sae(sae, val.to(torch.float32)).to_dict()
-    metrics["evaluated_on"] = "held-out" if split["val"] else "train (no held-out images)"
-    sae.save(paths.sae)
-    _atomic_json(paths.split, split)
-    _atomic_json(paths.sae_metrics, {"metrics": metrics, "train_config": asdict(tcfg), "expansion": expansion})
 
 
-def _dictionary(cfg: BuildConfig, studies: Sequence[Study], paths: _Paths) -> None:
+def _dictionary(cfg: BuildConfig, split: Partition, paths: _Paths) -> None:
     from saerad.encoders.store import EmbeddingSet
     from saerad.labeling import build_dictionary
     from saerad.sae.model import GatedSAE
 
-    emb = EmbeddingSet.load(paths.embeddings)
-    split = json.loads(paths.split.read_text(encoding="utf-8"))
-    sae = GatedSAE.load(paths.sae)
-    held_out = emb.select(split["val"]).originals() if split["val"] else None
+    emb = EmbeddingSet.load(paths.embeddings).originals()  # augmented views have no report of their own
+    rows = vector_rows(emb.ids, split.role_of_image())
     dictionary = build_dictionary(
-        sae,
-        emb.select(split["train"]).originals(),  # augmented views have no report of their own
-        studies,
+        GatedSAE.load(paths.sae),
+        emb.select([emb.ids[i] for i in rows[TRAIN]]),
+        split.fitting(),
         describer=_describer(cfg, paths),
-        held_out=held_out,
+        held_out=emb.select([emb.ids[i] for i in rows[HELD_OUT]]) if rows[HELD_OUT] else None,
         top_k=cfg.top_images,
         progress=cfg.progress,
     )
@@ -521,9 +300,8 @@ def _describer(cfg: BuildConfig, paths: _Paths):
         raise ConfigError(f"invalid {cfg.describer} describer options {cfg.describer_options}: {exc}") from exc
 
 
-def _bundle(cfg: BuildConfig, studies: Sequence[Study], expansion: float, paths: _Paths) -> None:
+def _bundle(cfg: BuildConfig, split: Partition, paths: _Paths) -> None:
     from saerad.encoders import load_encoder
-    from saerad.encoders.store import is_augmented
     from saerad.labeling.dictionary import FeatureDictionary
     from saerad.sae.model import GatedSAE
 
@@ -531,8 +309,7 @@ def _bundle(cfg: BuildConfig, studies: Sequence[Study], expansion: float, paths:
     dictionary = FeatureDictionary.load(paths.dictionary)
     if not cfg.include_report_text:
         dictionary = dictionary.without_report_text()
-    sae_info = json.loads(paths.sae_metrics.read_text(encoding="utf-8"))
-    split = json.loads(paths.split.read_text(encoding="utf-8"))
+    sae_run = json.loads((paths.sae / "metrics.json").read_text(encoding="utf-8"))
     encoder = load_encoder(cfg.encoder, device="cpu")
     diffusion = None
     if cfg.diffusion is not None:
@@ -540,7 +317,8 @@ def _bundle(cfg: BuildConfig, studies: Sequence[Study], expansion: float, paths:
         from saerad.diffusion.model import read_metadata
 
         diffusion = DiffusionEntry(config=read_metadata(cfg.diffusion))
-    description, terms = DATA_TERMS.get(cfg.dataset, DATA_TERMS["folder"])
+    description, terms = data_terms(cfg.dataset)
+    studies = split.fitting()
     data = DataEntry(
         dataset=cfg.dataset,
         description=description,
@@ -549,7 +327,9 @@ def _bundle(cfg: BuildConfig, studies: Sequence[Study], expansion: float, paths:
         n_studies=len(studies),
         n_patients=len({s.patient_id for s in studies}),
         # images, not vectors: augmented views of the training images only ever train the SAE
-        splits={"train": sum(not is_augmented(i) for i in split["train"]), "held_out": len(split["val"])},
+        splits={r: sum(len(s.image_ids) for s in getattr(split, r)) for r in (TRAIN, HELD_OUT)} | {
+            "test_excluded": sum(len(s.image_ids) for s in split.test)
+        },
     )
     write_bundle(
         cfg.out,
@@ -557,7 +337,7 @@ def _bundle(cfg: BuildConfig, studies: Sequence[Study], expansion: float, paths:
         version=cfg.version,
         encoder=EncoderEntry(spec=encoder.spec, dim=encoder.dim, describe=encoder.describe()),
         sae=sae,
-        sae_metrics=sae_info["metrics"],
+        sae_metrics=sae_run["held_out"] or sae_run["train"],
         dictionary=dictionary,
         data=data,
         report=ReportDefaults(usable_only=not cfg.findings_from_all_described),
@@ -567,12 +347,14 @@ def _bundle(cfg: BuildConfig, studies: Sequence[Study], expansion: float, paths:
             "command": "saerad build",
             "dataset": cfg.dataset,
             "encoder": cfg.encoder,
-            "expansion": expansion,
+            "expansion": sae_run["expansion"],
             "describer": cfg.describer,
             "describer_options": cfg.describer_options,
-            "sae_train_config": sae_info["train_config"],
+            "sae_train_config": sae_run["train_config"],
             "include_report_text": cfg.include_report_text,
             "seed": cfg.seed,
+            "split": {"policy": "saerad.datasets.split (official split, else patient hash)",
+                      "sae_metrics_on": "held-out patients" if sae_run["held_out"] else "training vectors"},
         },
         overwrite=True,
     )

@@ -40,7 +40,6 @@ def build_command(
     steps: int | None = typer.Option(None, "--steps", min=1, help="SAE training steps (default scales with the data)."),
     lam: float | None = typer.Option(None, "--lambda", min=0.0, help="SAE sparsity coefficient, fixed (default: found by the controller for --target-l0)."),
     target_l0: float | None = typer.Option(None, "--target-l0", min=0.01, help="Active SAE features per training vector to aim at [default: 13.5 unless --lambda is given]."),
-    val_fraction: float = typer.Option(0.15, "--val-fraction", min=0.0, max=0.9, help="Patient-disjoint held-out share."),
     seed: int = typer.Option(0, "--seed"),
     name: str | None = typer.Option(None, "--name", help="Bundle name (default: OUT's folder name)."),
     version: str = typer.Option("1", "--version", help="Bundle version string."),
@@ -48,7 +47,12 @@ def build_command(
     device: str = typer.Option("cpu", "--device"),
     force: bool = typer.Option(False, "--force", help="Re-run every stage even when current."),
 ) -> None:
-    """Build a model bundle; stages whose inputs are unchanged are skipped, interrupted ones resume."""
+    """Build a model bundle; stages whose inputs are unchanged are skipped, interrupted ones resume.
+
+    The split is saerad.datasets.split's: the SAE and feature statistics learn from the training
+    patients, descriptions are scored on held-out patients, and test patients (the official test
+    split, else a patient hash) are never read, so `saerad evaluate` on the same data is fair.
+    """
     from saerad.build import BuildConfig, build, parse_describer_options
 
     cfg = BuildConfig(
@@ -67,7 +71,6 @@ def build_command(
         sae_steps=steps,
         sae_lambda=lam,
         sae_target_l0=target_l0,
-        val_fraction=val_fraction,
         seed=seed,
         name=name,
         version=version,

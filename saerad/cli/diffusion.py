@@ -22,7 +22,7 @@ def train_diffusion_cmd(
     embeddings: Annotated[Path, typer.Option(help="class tokens (EmbeddingSet file) of the training images")],
     root: Annotated[Path, typer.Option(help="dataset root folder")],
     out: Annotated[Path, typer.Option(help="output directory (checkpoints, samples, diffusion/)")],
-    dataset: Annotated[str, typer.Option(help="covid-cxr | folder | mimic-cxr")] = "covid-cxr",
+    dataset: Annotated[str, typer.Option(help="nih-cxr14 | covid-cxr | folder | mimic-cxr")] = "nih-cxr14",
     resolution: Annotated[int, typer.Option(help="128 (default) or 256")] = 128,
     steps: Annotated[int | None, typer.Option(help="total training steps (default: preset)")] = None,
     batch_size: Annotated[int | None, typer.Option(help="images per step (default: preset)")] = None,
@@ -30,11 +30,14 @@ def train_diffusion_cmd(
     preset: Annotated[str | None, typer.Option(help="tiny | cpu | gpu (default: by device)")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch")] = None,
     max_minutes: Annotated[float | None, typer.Option(help="stop after this many minutes (resumable)")] = None,
-    hold_out: Annotated[float, typer.Option(help="fraction of patients kept out of training")] = 0.15,
     augmented_views: Annotated[bool, typer.Option(
         help="also train on the file's '<id>#augK' views (from `saerad embed --augment K`), rebuilt exactly")] = False,
 ) -> None:
-    """Train the class-token-conditioned diffusion model; rerun the same command to resume."""
+    """Train the class-token-conditioned diffusion model; rerun the same command to resume.
+
+    It learns from the patients `saerad build` may learn from; the dataset's test patients
+    (saerad.datasets.split) stay out, so the benchmarks measure it on images it never saw.
+    """
     import torch
 
     from saerad.diffusion.data import load_pairs
@@ -46,18 +49,19 @@ def train_diffusion_cmd(
     name = preset or ("gpu" if device.startswith("cuda") else "cpu")
     cfg = make_preset(name, resolution=resolution, steps=steps, batch_size=batch_size, device=device,
                       threads=threads, max_minutes=max_minutes)
-    from saerad.encoders.store import EmbeddingSet, is_augmented
+    from saerad.datasets.ids import is_augmented
+    from saerad.encoders.store import EmbeddingSet
 
     tokens = EmbeddingSet.load(embeddings)
     pairs = load_pairs(tokens, root, dataset=dataset, resolution=resolution, augmented_views=augmented_views)
-    train, held = pairs.split(hold_out) if hold_out > 0 else (pairs, pairs.subset([]))
+    train, held = pairs.split()
     cfg.meta.update(
         dataset=dataset,
         embeddings=Path(embeddings).name,
         encoder=str(getattr(tokens, "encoder", "unknown")),
-        held_out_fraction=hold_out,
+        split="saerad.datasets.split: test patients left out",
         augmented_views=augmented_views,
-        n_held_out_images=sum(not is_augmented(i) for i in held.ids),
+        n_test_images_left_out=sum(not is_augmented(i) for i in held.ids),
         preset=name,
         note=("trained on CPU: the smallest useful model, not a converged one" if device == "cpu"
               else "trained on GPU"),

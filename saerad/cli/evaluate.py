@@ -36,7 +36,7 @@ def label_reports_cmd(
 
 
 def _options(resamples: int, seed: int, meteor: bool, chexbert: bool, progress: bool = True):
-    from saerad.eval.runner import ScoreOptions
+    from saerad.eval.scoring import ScoreOptions
 
     return ScoreOptions(n_resamples=resamples, seed=seed, meteor=meteor, chexbert=None if chexbert else False, progress=progress)
 
@@ -55,7 +55,8 @@ def score_cmd(
 ) -> None:
     """Score reports made by anything against references; prints the Markdown table."""
     from saerad.eval.io import read_reports
-    from saerad.eval.runner import format_markdown, score_reports
+    from saerad.eval.scoring import score_reports
+    from saerad.eval.tables import format_markdown
 
     preds, _ = read_reports(predictions, id_field=id_field, text_field=text_field)
     refs, _ = read_reports(references, id_field=id_field, text_field=text_field)
@@ -65,7 +66,7 @@ def score_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    dataset: str = typer.Option(..., "--dataset", help="mimic-cxr | iu-xray | covid-cxr | folder"),
+    dataset: str = typer.Option(..., "--dataset", help="mimic-cxr | nih-cxr14 | iu-xray | covid-cxr | folder"),
     root: Path = typer.Option(..., "--root", help="Dataset folder."),
     out: Path = typer.Option(..., "--out", help="Output folder."),
     bundle: Path = typer.Option(None, "--bundle", help="Model bundle whose reports are evaluated."),
@@ -73,7 +74,15 @@ def evaluate_cmd(
     embeddings: Path = typer.Option(None, "--embeddings", help="Class tokens (saerad embed) to reuse."),
     encoder: str = typer.Option(None, "--encoder", help="Encoder spec for the retrieval baseline (default: 'default')."),
     reports_root: Path = typer.Option(None, "--reports-root", help="MIMIC-CXR: folder of the mimic-cxr-reports files."),
-    split: str = typer.Option("test", "--split"),
+    split: str = typer.Option(
+        "test", "--split",
+        help="test: the dataset's test patients (official split, else the patient hash `saerad build` leaves out); "
+        "all: every study of --root (a folder no model has seen).",
+    ),
+    pool: Path = typer.Option(
+        None, "--pool", help="Training folder of the same dataset kind the retrieval baseline draws from "
+        "(default: the non-test patients of --root; required with --split all --baselines).",
+    ),
     limit: int = typer.Option(None, "--limit", min=1, help="Evaluate only the first N studies (smoke runs)."),
     device: str = typer.Option("cpu", "--device"),
     resamples: int = typer.Option(500, "--resamples", min=0),
@@ -81,8 +90,9 @@ def evaluate_cmd(
     meteor: bool = typer.Option(True, "--meteor/--no-meteor"),
     chexbert: bool = typer.Option(True, "--chexbert/--no-chexbert"),
 ) -> None:
-    """Generate findings for a dataset's test split (bundle and/or baselines) and score them."""
-    from saerad.eval.runner import evaluate_dataset, format_markdown
+    """Generate findings for a dataset's studies (bundle and/or baselines) and score them."""
+    from saerad.eval.evaluate import evaluate_dataset
+    from saerad.eval.tables import format_markdown
 
     kwargs = {"reports_root": reports_root} if reports_root is not None else {}
     metrics = evaluate_dataset(
@@ -95,6 +105,7 @@ def evaluate_cmd(
         encoder=encoder,
         device=device,
         split=split,
+        pool=pool,
         limit=limit,
         options=_options(resamples, seed, meteor, chexbert),
         dataset_kwargs=kwargs,

@@ -11,7 +11,7 @@ Layout (``../shared/data/iu-reports`` style)::
 One report is one study and, lacking patient ids in the release, one patient (uid). Studies
 without images on disk keep ``image_paths=()`` so report-only uses (labeller, text metrics,
 composer corpora) work without the images. There is no official split: evaluation uses a
-deterministic patient-hash split (:func:`saerad.eval.runner.split_studies`).
+deterministic patient-hash split (:mod:`saerad.datasets.split`).
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ Why these choices:
 - Embedding ids of the form ``<id>#augK`` are augmented views whose pixels we cannot rebuild
   exactly, so they are skipped: the token of the unaugmented image conditions its own pixels.
 - All pairs are held in memory (427 images at 128 px are 14 MB in fp16).
-- The held-out split is by patient (several images per patient in covid-cxr), deterministic from a
-  hash of the patient id, so every stage that asks gets the same split.
+- The split is :mod:`saerad.datasets.split`'s: the model learns from the patients ``saerad build``
+  may learn from (train and held-out) and never sees the test patients that ``saerad evaluate`` and
+  the benchmarks measure on.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from saerad.datasets.split import patient_unit
-from saerad.encoders.store import is_augmented
+from saerad.datasets.ids import is_augmented
+from saerad.datasets.split import TEST, Role, partition
 from saerad.errors import ConfigError
 
 
@@ -59,11 +60,6 @@ def from_model(x: torch.Tensor) -> np.ndarray:
     return ((x.detach().float().cpu()[:, 0] + 1.0) / 2.0).clamp(0.0, 1.0).numpy()
 
 
-def held_out(patient_id: str, fraction: float = 0.15, salt: str = "saerad-diffusion") -> bool:
-    """Deterministic patient-level split: True for about ``fraction`` of patients."""
-    return patient_unit(patient_id, salt) < fraction
-
-
 @dataclass
 class PairedImages:
     """Images ``(N, 1, R, R)`` fp16 in [-1, 1] and their class tokens ``(N, d)`` fp32, by id."""
@@ -72,6 +68,7 @@ class PairedImages:
     images: torch.Tensor
     tokens: torch.Tensor
     patient_ids: list[str]
+    roles: list[Role]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -87,23 +84,26 @@ class PairedImages:
             images=self.images[idx],
             tokens=self.tokens[idx],
             patient_ids=[self.patient_ids[i] for i in keep],
+            roles=[self.roles[i] for i in keep],
         )
 
-    def split(self, fraction: float = 0.15) -> tuple[PairedImages, PairedImages]:
-        """(train, held_out) by patient."""
-        test = [i for i, p in enumerate(self.patient_ids) if held_out(p, fraction)]
-        train = [i for i in range(len(self)) if i not in set(test)]
-        return self.subset(train), self.subset(test)
+    def split(self) -> tuple[PairedImages, PairedImages]:
+        """(what a model may learn from, the test patients)."""
+        test = [i for i, role in enumerate(self.roles) if role == TEST]
+        taken = set(test)
+        return self.subset([i for i in range(len(self)) if i not in taken]), self.subset(test)
 
 
-def image_index(dataset: str, root: str | Path) -> dict[str, tuple[Path, str]]:
-    """image id -> (path, patient id) for every image of a dataset."""
+def image_index(dataset: str, root: str | Path) -> dict[str, tuple[Path, str, Role]]:
+    """image id -> (path, patient id, split role) for every image of a dataset."""
     from saerad.datasets import load_dataset
 
-    index: dict[str, tuple[Path, str]] = {}
-    for study in load_dataset(dataset, root):
+    studies = load_dataset(dataset, root)
+    roles = partition(studies).role_of_image()
+    index: dict[str, tuple[Path, str, Role]] = {}
+    for study in studies:
         for path, image_id in zip(study.image_paths, study.image_ids):
-            index[image_id] = (Path(path), study.patient_id)
+            index[image_id] = (Path(path), study.patient_id, roles[image_id])
     return index
 
 
@@ -127,8 +127,8 @@ def load_pairs(
     """
     from tqdm.auto import tqdm
 
+    from saerad.datasets.ids import base_id, view_number
     from saerad.encoders.augment import augment_view, view_rng
-    from saerad.encoders.store import base_id
     from saerad.imaging import load_xray
 
     if isinstance(embeddings, (str, Path)):
@@ -155,7 +155,7 @@ def load_pairs(
         pixels = load_xray(index[source][0]).pixels
         for k in slots:
             image_id = rows[k][1]
-            view = pixels if image_id == source else augment_view(pixels, view_rng(seed, source, _view_number(image_id)))
+            view = pixels if image_id == source else augment_view(pixels, view_rng(seed, source, view_number(image_id)))
             images[k] = resize_image(view, resolution)
     tokens = embeddings.tokens[[i for i, _ in rows]].float()
     return PairedImages(
@@ -163,10 +163,5 @@ def load_pairs(
         images=to_model(images).half(),
         tokens=tokens,
         patient_ids=[index[base_id(image_id)][1] for _, image_id in rows],
+        roles=[index[base_id(image_id)][2] for _, image_id in rows],
     )
-
-
-def _view_number(image_id: str) -> int:
-    from saerad.encoders.store import AUG_SEP
-
-    return int(image_id.rpartition(AUG_SEP)[2])

@@ -34,9 +34,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from saerad.datasets.ids import AUG_SEP
 from saerad.encoders.augment import augment_view, view_rng
 from saerad.encoders.base import ClassTokenEncoder
-from saerad.encoders.store import AUG_SEP, EmbeddingSet
+from saerad.encoders.store import EmbeddingSet
 from saerad.errors import ConfigError, SaeradError
 from saerad.fileio import atomic_write_json, file_lock
 from saerad.imaging import DEFAULT_MAX_PIXELS, load_xray

@@ -6,7 +6,7 @@ JSON header bloat. The safetensors metadata (str -> str) holds ``format``, ``enc
 ``meta``, a JSON object (encoder description, dataset, failures count...).
 
 Augmented views (``saerad embed --augment K``) are stored as extra rows with ids ``<id>#aug1`` ...
-``<id>#augK``; :func:`base_id` maps them back to the image id, e.g. for patient-disjoint splits.
+``<id>#augK`` (:mod:`saerad.datasets.ids`).
 """
 
 from __future__ import annotations
@@ -20,21 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from saerad.datasets.ids import is_augmented
 from saerad.errors import BundleError, ConfigError
 from saerad.fileio import atomic_path
 
 FORMAT = "saerad.embeddings/1"
-AUG_SEP = "#aug"
-
-
-def base_id(image_id: str) -> str:
-    """``"p10/s5/img#aug2"`` -> ``"p10/s5/img"``; unchanged for an original view."""
-    head, sep, tail = image_id.rpartition(AUG_SEP)
-    return head if sep and tail.isdigit() else image_id
-
-
-def is_augmented(image_id: str) -> bool:
-    return base_id(image_id) != image_id
 
 
 @dataclass

@@ -203,22 +203,26 @@ def build_dictionary(
 
 
 def _label_matches(sae, train, by_image, labels_of, cfg, opts: BuildOptions, progress: bool) -> dict:
-    """Feature id -> ConditionMatch: the labeller condition each feature's activation over all
-    training reports tracks (units: one per patient and report text, max activation)."""
+    """Feature id -> ConditionMatch: the condition each feature's activation over all training
+    images tracks (units: one per patient and report text, max activation). A study's own labels
+    (label-only datasets) are used as they are; otherwise its report is labelled."""
     from saerad.labeling.label_driven import match_conditions, presence_matrix, unit_activations, unit_index
     from saerad.radtext.conditions import CONDITIONS
 
-    keys = []
+    keys, unit_labels = [], {}
     for iid in train.ids:
         study = by_image.get(iid)
         text = report_text(study) if study is not None else None
-        keys.append((study.patient_id, text) if text is not None else None)
+        key = (study.patient_id, text) if text is not None else None
+        keys.append(key)
+        if key is not None and key not in unit_labels:
+            unit_labels[key] = dict(study.labels) if study.labels is not None else labels_of(text)
     unit_of_row, units = unit_index(keys)
     if not units:
         return {}
     acts = sparse_activations(sae, train.tokens, batch_size=opts.batch_size, progress=progress)
     acts = unit_activations(acts, unit_of_row, len(units))
-    present = presence_matrix([labels_of(text) for _, text in units], CONDITIONS)
+    present = presence_matrix([unit_labels[u] for u in units], CONDITIONS)
     return match_conditions(acts, present, CONDITIONS, cfg)
 
 
@@ -239,7 +243,7 @@ def _corpus(studies) -> list[str]:
 def _originals(embeddings):
     """Statistics describe real images: augmented views (``<id>#augK``) would count one image twice
     and put ids without a study in the top lists."""
-    from saerad.encoders.store import is_augmented
+    from saerad.datasets.ids import is_augmented
 
     if any(is_augmented(i) for i in embeddings.ids):
         return embeddings.originals()

@@ -7,10 +7,11 @@ reports*. Two reports that say "A 65-year-old man ... small right-sided pleural 
 measurements and de-identification marks (``XXXX``) are dropped, hyphens become spaces and everything
 is lower case.
 
-Negation is kept in the key itself: words inside the scope of a negation cue ("no", "without", ...)
-produce keys that start with "no", so "no pleural effusion" and "small pleural effusion" are different
-statements both in the top reports and in the corpus counts (a key phrase cut out of a negated sentence
-never turns into a positive finding).
+Negation is kept in the key itself: words that the rule labeller's negation scopes cover
+(:func:`saerad.radtext.labeler.span_polarities`: "no pleural effusion", "effusion is not seen",
+"pneumothorax is absent", "effusion has resolved") produce keys that start with "no", so "no pleural
+effusion" and "small pleural effusion" are different statements both in the top reports and in the
+corpus counts, and a statement never draws support from a report the labeller reads as denying it.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ Splitter = Callable[[str], Sequence[str]]
 
 MAX_WORDS = 15
 MAX_NGRAM = 6
-NEGATION_WINDOW = 15  # report lists run long: 'no focal consolidation, suspicious opacity, ..., or effusion'
-
 _MONTHS = (
     "january|february|march|april|may|june|july|august|september|october|november|december|"
     "jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec"
@@ -47,14 +46,12 @@ _CLEANUPS: tuple[tuple[re.Pattern[str], str], ...] = (
     # is glued together across the missing word ("No XXXX or pneumothorax" -> "no pneumothorax").
     (re.compile(r"\S*xx+\S*"), " , "),
 )
-_CLAUSE_SPLIT = re.compile(r"[,;:()\[\]]+")
 _WORD = re.compile(r"[a-z]+")
 
+# Words that make a key a negated statement by themselves ("no effusion"): such a key is kept as it
+# is, and a key with one inside ("effusion no pneumothorax") straddles two statements.
 NEGATION_CUES = frozenset({"no", "not", "without", "negative", "free", "nor", "neither", "denies", "denied"})
-# Words that end a negation scope ("no effusion but a small pneumothorax").
-_SCOPE_END = frozenset({"but", "however", "although", "though", "except", "whereas", "yet", "while", "which"})
-# "no change", "no interval change": not negations of what follows (NegEx calls these pseudo-negations).
-_PSEUDO_NEGATION_NEXT = frozenset({"change", "changes", "interval"})
+_TOKEN = re.compile(r"[a-z]+|[,;:()\[\]]+")
 _STOPWORDS = frozenset(
     """a an the and or of in on at to for by with from as into onto over under than then there here this
     that these those it its is are was were be been being has have had do does did which who whom whose
@@ -81,23 +78,23 @@ def normalize_statement(text: str) -> str:
     return " ".join(words_of(text))
 
 
-def _negated(tokens: Sequence[str]) -> list[bool]:
-    """Per token: inside the scope of a preceding negation cue (NegEx-style, forward window)."""
-    flags = [False] * len(tokens)
-    left = 0
-    for i, tok in enumerate(tokens):
-        nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
-        if tok in NEGATION_CUES or (tok == "clear" and nxt == "of"):
-            if not (tok == "no" and nxt in _PSEUDO_NEGATION_NEXT):
-                left = NEGATION_WINDOW
-            continue
-        if tok in _SCOPE_END:
-            left = 0
-            continue
-        if left > 0:
-            flags[i] = True
-            left -= 1
-    return flags
+def _clauses(sentence: str) -> list[list[tuple[str, bool]]]:
+    """Clauses of one sentence as (word, negated) pairs; negation from the rule labeller's scopes."""
+    from saerad.radtext.labeler import NEGATIVE, span_polarities
+
+    cleaned = " ".join(_clean(sentence).split())
+    tokens = list(_TOKEN.finditer(cleaned))
+    words = [m for m in tokens if m.group()[0].isalpha()]
+    polarity = dict(zip((m.start() for m in words), span_polarities(cleaned, [m.span() for m in words])))
+    clauses: list[list[tuple[str, bool]]] = [[]]
+    for m in tokens:
+        word = m.group()
+        if not word[0].isalpha():
+            if clauses[-1]:
+                clauses.append([])
+        elif len(word) > 1 or word == "a":
+            clauses[-1].append((word, polarity[m.start()] == NEGATIVE))
+    return [c for c in clauses if c]
 
 
 def _span_key(span: Sequence[str], negated_first: bool) -> str | None:
@@ -120,17 +117,11 @@ def _span_key(span: Sequence[str], negated_first: bool) -> str | None:
 def sentence_keys(sentence: str, *, max_ngram: int = MAX_NGRAM, max_words: int = MAX_WORDS) -> set[str]:
     """Candidate statements of one sentence: word n-grams of each clause (1..max_ngram words, not
     starting or ending with a function word), each whole clause and the whole sentence when short."""
-    cleaned = _clean(sentence)
-    clauses = [
-        [w for w in _WORD.findall(part) if len(w) > 1 or w == "a"] for part in _CLAUSE_SPLIT.split(cleaned)
-    ]
-    clauses = [c for c in clauses if c]
-    flat = [w for c in clauses for w in c]
-    neg = _negated(flat)
+    clauses = _clauses(sentence)
     keys: set[str] = set()
-    pos = 0
-    for clause in clauses:
-        flags = neg[pos : pos + len(clause)]
+    for pairs in clauses:
+        clause = [w for w, _ in pairs]
+        flags = [n for _, n in pairs]
         for n in range(1, min(max_ngram, len(clause)) + 1):
             for i in range(len(clause) - n + 1):
                 key = _span_key(clause[i : i + n], flags[i])
@@ -138,9 +129,9 @@ def sentence_keys(sentence: str, *, max_ngram: int = MAX_NGRAM, max_words: int =
                     keys.add(key)
         if 1 < len(clause) <= max_words and clause[-1] not in _STOPWORDS:
             keys.add(_whole(clause, flags[0]))
-        pos += len(clause)
+    flat = [pair for pairs in clauses for pair in pairs]
     if 1 < len(clauses) and len(flat) <= max_words:
-        keys.add(_whole(flat, neg[0]))
+        keys.add(_whole([w for w, _ in flat], flat[0][1]))
     return keys
 
 

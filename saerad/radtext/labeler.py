@@ -261,6 +261,28 @@ def find_mentions(sentence: str) -> list[Mention]:
     return _apply_differentials(text, mentions, terms, openers)
 
 
+def span_polarities(sentence: str, spans: Sequence[tuple[int, int]]) -> list[int]:
+    """The label a finding mentioned at each ``(start, end)`` of ``sentence`` would get from the
+    negation and uncertainty scopes alone: NEGATIVE, UNCERTAIN or POSITIVE.
+
+    ``sentence`` must be lower case with single spaces (as :func:`find_mentions` sees it). This is
+    the one negation and uncertainty detector of saerad: feature describers key their statements by
+    it ("pleural effusion has resolved" -> a negated "pleural effusion"), so a description never
+    draws support from a report that denies it.
+    """
+    triggers, terms, _ = _triggers(sentence)
+    out = []
+    for start, end in spans:
+        scopes = _scopes(sentence, start, end, triggers, terms)
+        if "neg_unc" in scopes:
+            out.append(UNCERTAIN)
+        elif "neg" in scopes:
+            out.append(NEGATIVE)
+        else:
+            out.append(UNCERTAIN if "unc" in scopes else POSITIVE)
+    return out
+
+
 def _apply_differentials(text: str, mentions: list[Mention], terms: list[int], openers: list[int]) -> list[Mention]:
     """'X or Y', 'X versus Y', 'X/Y': both only possible (unless negated).
 
@@ -355,4 +377,5 @@ __all__ = [
     "label_report",
     "label_reports",
     "label_sentence",
+    "span_polarities",
 ]

@@ -1,107 +1,15 @@
-"""Training data for the SAE: held-out splits that respect image/patient groups, resumable batches.
+"""Training batches for the SAE: the whole set resident on the device, shuffled by index, resumable.
 
-Ids of augmented views are ``<image id>#<suffix>`` (e.g. ``abc#aug3``): everything before the first
-``#`` names the source image, so views of a held-out image never reach training.
+Which vectors train and which are held out is decided by :mod:`saerad.datasets.split`.
 """
 
 from __future__ import annotations
 
-import csv
-import os
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
 
 import torch
 
 from saerad.errors import ConfigError
-
-
-def base_id(image_id: str) -> str:
-    """The source image of a (possibly augmented) view id."""
-    return image_id.split("#", 1)[0]
-
-
-@dataclass(frozen=True)
-class Split:
-    """Row indices into an embedding set. ``val`` holds only un-augmented views where there are any."""
-
-    train: list[int]
-    val: list[int]
-
-    def describe(self) -> dict[str, int]:
-        return {"train_vectors": len(self.train), "val_vectors": len(self.val)}
-
-
-def split_ids(
-    ids: Sequence[str],
-    *,
-    val_fraction: float,
-    seed: int = 0,
-    groups: Mapping[str, str] | None = None,
-    assignment: Mapping[str, str] | None = None,
-) -> Split:
-    """Split vectors so that no group (patient, or else source image) is on both sides.
-
-    ``groups`` maps base image ids to a group (e.g. patient id); ``assignment`` maps base image ids
-    (or group ids) to ``"train"``/``"val"`` and overrides the random draw. Groups are shuffled with
-    ``seed`` and drawn into validation until it holds ``val_fraction`` of the source images.
-    """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ConfigError(f"val fraction must be in [0, 1), got {val_fraction}")
-    groups = groups or {}
-    bases = [base_id(i) for i in ids]
-    group_of = [groups.get(b, b) for b in bases]
-    if assignment:
-        val_groups = {g for b, g in zip(bases, group_of) if assignment.get(b, assignment.get(g)) == "val"}
-    else:
-        images_per_group: dict[str, set[str]] = {}
-        for b, g in zip(bases, group_of):
-            images_per_group.setdefault(g, set()).add(b)
-        order = sorted(images_per_group)
-        perm = torch.randperm(len(order), generator=torch.Generator().manual_seed(seed)).tolist()
-        target = val_fraction * len(set(bases))
-        val_groups, n_val = set(), 0
-        for k in perm:
-            if n_val >= target:
-                break
-            val_groups.add(order[k])
-            n_val += len(images_per_group[order[k]])
-    train = [i for i, g in enumerate(group_of) if g not in val_groups]
-    val_all = [i for i, g in enumerate(group_of) if g in val_groups]
-    originals = [i for i in val_all if "#" not in ids[i]]
-    if val_fraction > 0 and not train:
-        raise ConfigError("the split leaves no training vectors: lower the validation fraction")
-    return Split(train=train, val=originals or val_all)
-
-
-def read_split_file(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, str]]:
-    """A CSV with an ``id`` column and a ``group`` (or ``patient_id``) and/or ``split`` column.
-
-    Returns ``(groups, assignment)`` keyed by base image id.
-    """
-    path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as exc:
-        raise ConfigError(f"cannot read split file {path}: {exc}") from exc
-    if not rows or "id" not in rows[0]:
-        raise ConfigError(f"split file {path} needs a header with an 'id' column")
-    group_col = "group" if "group" in rows[0] else "patient_id" if "patient_id" in rows[0] else None
-    if group_col is None and "split" not in rows[0]:
-        raise ConfigError(f"split file {path} needs a 'group', 'patient_id' or 'split' column")
-    groups, assignment = {}, {}
-    for row in rows:
-        key = base_id(row["id"])
-        if group_col:
-            groups[key] = row[group_col]
-        if "split" in row and row["split"]:
-            value = row["split"].strip().lower()
-            if value not in ("train", "val"):
-                raise ConfigError(f"split file {path}: split must be 'train' or 'val', got {value!r}")
-            assignment[key] = value
-    return groups, assignment
 
 
 class ResidentBatches(Iterator[torch.Tensor]):

@@ -1,11 +1,16 @@
-"""One SAE training run from embedding files to a saved SAE and ``metrics.json``.
+"""The one way an SAE is trained: defaults scaled to the data, one resume policy, held-out metrics.
 
-Used by ``saerad train-sae`` and the quality benchmark. An output folder holds:
+``saerad train-sae`` (embedding files), ``saerad build`` (a dataset) and the benchmarks all call
+:func:`train_sae`. An output folder holds:
 
 - ``sae.safetensors`` + ``sae_config.json``: the final SAE, acting on raw class tokens;
-- ``metrics.json``: held-out (and training-set) metrics, the split sizes, the settings, the log;
-- ``run.json``: what the run was asked to do, so a restart resumes only the same run;
+- ``metrics.json``: held-out (and training-set) metrics, the settings, the training log;
+- ``run.json``: what the run was asked to do (data fingerprint, width, settings);
 - ``checkpoints/``: the last checkpoints (model + optimizer + step) for exact resumption.
+
+Resume policy: a folder holds one run. Asked again for the same run, training resumes from its last
+checkpoint (or returns at once when it had finished); asked for a different run, it refuses unless
+``overwrite``, which discards the other run's checkpoints.
 """
 
 from __future__ import annotations
@@ -14,22 +19,158 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from saerad.errors import ConfigError
 from saerad.fileio import atomic_write_text
-from saerad.sae.data import ResidentBatches, Split, read_split_file, split_ids
+from saerad.sae.data import ResidentBatches
 from saerad.sae.metrics import evaluate_sae
-from saerad.sae.model import sae_width
+from saerad.sae.model import GatedSAE, sae_width
 from saerad.sae.trainer import SAETrainer, TrainConfig
 
 log = logging.getLogger(__name__)
+
+# Training-batch L0 the lambda controller aims at unless a lambda is given: held-out images then
+# have 15-16 active features (bench/bench_sae_quality.py), the sparsity of SAE-Rad's reports.
+DEFAULT_TARGET_L0 = 13.5
+SMALL_SET = 50_000  # vectors; below: batches of 512 for 6,000 steps
+
+
+def auto_expansion(n_images: int, dim: int) -> float:
+    """The largest power of two from 1/8 up to SAE-Rad's x64 that keeps two training images per feature.
+
+    A feature is described from the images it fires on most; with ~15 active features per image, two
+    images per feature leave each feature ~30 images (of several patients) to be described from.
+    MIMIC-CXR (377k images, d = 768) gets x64; a few hundred images at d = 384 get x0.5, which on
+    held-out tokens beats x1 at equal L0 with a third of the dead features (bench/bench_sae_quality.py).
+    """
+    expansion = 64.0
+    while expansion > 1 / 8 and 2 * expansion * dim > n_images:
+        expansion /= 2
+    return expansion
+
+
+def default_train_config(
+    n_train: int,
+    *,
+    steps: int | None = None,
+    lam: float | None = None,
+    target_l0: float | None = None,
+    batch_size: int | None = None,
+    seed: int = 0,
+    **overrides: Any,
+) -> TrainConfig:
+    """Training settings scaled to the data (``None`` = the default for ``n_train`` vectors).
+
+    Small sets (a few thousand vectors, augmented views included) train on batches of 512 for 6,000
+    steps; large ones on batches of 4,096 for about 20 epochs. Without an explicit ``lam`` the
+    sparsity is asked for directly: the lambda controller aims at :data:`DEFAULT_TARGET_L0`.
+    ``overrides``: any other :class:`TrainConfig` field (``lr``, ``checkpoint_every``, ``compile``...).
+    """
+    small = n_train < SMALL_SET
+    batch = batch_size or min(512 if small else 4096, n_train)
+    steps = steps or (6000 if small else max(3000, 20 * n_train // batch))
+    kwargs: dict[str, Any] = {"steps": steps, "batch_size": batch, "seed": seed}
+    if lam is not None:
+        kwargs["lam"] = lam
+    if target_l0 is not None or lam is None:
+        kwargs["target_l0"] = target_l0 or DEFAULT_TARGET_L0
+    kwargs["checkpoint_every"] = max(100, steps // 10)
+    kwargs["dead_window_steps"] = min(1000, max(1, steps // 5))
+    kwargs.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**kwargs)
+
+
+def train_sae(
+    train: torch.Tensor,
+    held_out: torch.Tensor | None,
+    out_dir: str | os.PathLike | None,
+    *,
+    expansion: float | None = None,
+    n_images: int | None = None,
+    cfg: TrainConfig | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    overwrite: bool = False,
+    meta: dict[str, Any] | None = None,
+) -> tuple[GatedSAE, dict[str, Any]]:
+    """Train (or resume) a gated SAE on raw class tokens ``train`` (N, d); returns it and its metrics.
+
+    ``expansion``: latents per input dimension (``None``: :func:`auto_expansion` of ``n_images``,
+    the number of distinct training images, default ``N``). ``held_out``: vectors of patients the SAE
+    never trains on, for the metrics. ``out_dir=None`` trains in memory without checkpoints
+    (benchmarks).
+    """
+    if train.ndim != 2 or train.shape[0] == 0:
+        raise ConfigError("need a non-empty (N, d) tensor of training vectors")
+    cfg = cfg or default_train_config(len(train))
+    expansion = expansion or auto_expansion(n_images or len(train), train.shape[1])
+    d_sae = sae_width(train.shape[1], expansion)
+    meta = dict(meta or {})
+    request = {
+        "data": hashlib.sha256(np.ascontiguousarray(train.float().numpy()).tobytes()).hexdigest(),
+        "d_in": int(train.shape[1]),
+        "d_sae": d_sae,
+        "train_config": json.loads(json.dumps(asdict(cfg))),
+    }
+    out = Path(out_dir) if out_dir is not None else None
+    trainer = _resume_or_create(out, request, train, d_sae, cfg, device, overwrite, meta)
+    batches = ResidentBatches(train.to(trainer.device), cfg.batch_size, seed=cfg.seed, start_step=trainer.state.step)
+    start = time.perf_counter()
+    trainer.fit(batches, checkpoint_root=out / "checkpoints" if out else None, progress=progress)
+    elapsed = time.perf_counter() - start
+
+    sae = trainer.export()
+    sae.cfg.meta.update({**meta, "steps": trainer.state.step, "lambda": trainer.lam_at(trainer.state.step),
+                         "target_l0": cfg.target_l0, "expansion": expansion})
+    metrics = {
+        "held_out": evaluate_sae(sae, held_out.float()).to_dict() if held_out is not None and len(held_out) else None,
+        "train": evaluate_sae(sae, train.float()).to_dict(),
+        "vectors": {"train": int(len(train)), "held_out": int(len(held_out)) if held_out is not None else 0},
+        "expansion": expansion,
+        "sae": sae.cfg.to_json(),
+        "train_config": asdict(cfg),
+        "train_seconds_this_session": round(elapsed, 2),
+        "history": trainer.state.history,
+    }
+    if out is not None:
+        sae.save(out)
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
+    return sae, metrics
+
+
+def _resume_or_create(
+    out: Path | None, request: dict[str, Any], train: torch.Tensor, d_sae: int, cfg: TrainConfig, device: str,
+    overwrite: bool, meta: dict[str, Any],
+) -> SAETrainer:
+    if out is None:
+        return SAETrainer.create(train, d_sae, cfg, device=device, meta=meta)
+    run_file, ckpt_root = out / "run.json", out / "checkpoints"
+    latest = SAETrainer.latest_checkpoint(ckpt_root)
+    if latest is not None:
+        previous = json.loads(run_file.read_text(encoding="utf-8")) if run_file.is_file() else None
+        if previous == request:
+            trainer = SAETrainer.restore(latest, device=device)
+            log.info("train-sae: resuming from %s (step %d)", latest.name, trainer.state.step)
+            return trainer
+        if not overwrite:
+            raise ConfigError(
+                f"{out} holds checkpoints of a different run (other data, width or settings): "
+                "choose another output folder or overwrite it"
+            )
+        log.info("train-sae: discarding the checkpoints of a different run in %s", out)
+        shutil.rmtree(ckpt_root)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_file, json.dumps(request, indent=1))
+    return SAETrainer.create(train, d_sae, cfg, device=device, meta=meta)
 
 
 def load_embedding_files(paths: Sequence[str | os.PathLike]):
@@ -60,99 +201,3 @@ def load_embedding_files(paths: Sequence[str | os.PathLike]):
         return EmbeddingSet.concat(parts)
     except ValueError as exc:
         raise ConfigError(f"cannot combine embedding files: {exc}") from exc
-
-
-def make_split(
-    ids: Sequence[str], *, val_fraction: float, seed: int, split_file: str | os.PathLike | None = None,
-    groups: Mapping[str, str] | None = None,
-) -> Split:
-    """Group-disjoint split: groups from ``split_file``/``groups`` (patients), else source images."""
-    assignment: dict[str, str] = {}
-    groups = dict(groups or {})
-    if split_file is not None:
-        file_groups, assignment = read_split_file(split_file)
-        groups.update(file_groups)
-    split = split_ids(ids, val_fraction=val_fraction, seed=seed, groups=groups, assignment=assignment)
-    if not split.val:
-        raise ConfigError("the split leaves no held-out vectors: raise --val-fraction or fix the split file")
-    return split
-
-
-def train_sae_run(
-    embeddings: Sequence[str | os.PathLike],
-    out_dir: str | os.PathLike,
-    *,
-    expansion: float = 64,
-    train_cfg: TrainConfig | None = None,
-    val_fraction: float = 0.1,
-    split_file: str | os.PathLike | None = None,
-    groups: Mapping[str, str] | None = None,
-    device: str = "cpu",
-    progress: bool = True,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """Train (or resume) an SAE on embedding files; returns what it writes to ``metrics.json``."""
-    train_cfg = train_cfg or TrainConfig()
-    out = Path(out_dir)
-    emb = load_embedding_files(embeddings)
-    split = make_split(emb.ids, val_fraction=val_fraction, seed=train_cfg.seed, split_file=split_file, groups=groups)
-    d_sae = sae_width(emb.dim, expansion)
-    request = {
-        "embeddings": [str(Path(p)) for p in embeddings],
-        "encoder": emb.encoder,
-        "d_in": emb.dim,
-        "d_sae": d_sae,
-        "train_config": asdict(train_cfg),
-        "split_sha1": hashlib.sha1(json.dumps([split.train, split.val]).encode()).hexdigest(),
-    }
-    trainer = _resume_or_create(out, request, emb.tokens[split.train], d_sae, train_cfg, device, overwrite)
-
-    batches = ResidentBatches(
-        emb.tokens[split.train].to(trainer.device), train_cfg.batch_size, seed=train_cfg.seed,
-        start_step=trainer.state.step,
-    )
-    start = time.perf_counter()
-    trainer.fit(batches, checkpoint_root=out / "checkpoints", progress=progress)
-    elapsed = time.perf_counter() - start
-
-    sae = trainer.export()
-    sae.cfg.meta.update({"encoder": emb.encoder, "steps": trainer.state.step,
-                         "lambda": trainer.lam_at(trainer.state.step), "target_l0": train_cfg.target_l0})
-    sae.save(out)
-    result = {
-        "held_out": evaluate_sae(sae, emb.tokens[split.val]).to_dict(),
-        "train": evaluate_sae(sae, emb.tokens[split.train]).to_dict(),
-        "split": {**split.describe(), "val_fraction": val_fraction, "split_file": str(split_file) if split_file else None},
-        "sae": sae.cfg.to_json(),
-        "train_config": asdict(train_cfg),
-        "train_seconds_this_session": elapsed,
-        "history": trainer.state.history,
-    }
-    atomic_write_text(out / "metrics.json", json.dumps(result, indent=1))
-    return result
-
-
-def _resume_or_create(
-    out: Path, request: dict[str, Any], train_tokens: torch.Tensor, d_sae: int, cfg: TrainConfig, device: str,
-    overwrite: bool,
-) -> SAETrainer:
-    run_file, ckpt_root = out / "run.json", out / "checkpoints"
-    latest = SAETrainer.latest_checkpoint(ckpt_root)
-    if latest is not None and not overwrite:
-        previous = json.loads(run_file.read_text(encoding="utf-8")) if run_file.is_file() else None
-        if previous != json.loads(json.dumps(request)):
-            raise ConfigError(
-                f"{out} holds checkpoints of a different run (other data, split or settings): "
-                "choose another --out or pass --overwrite"
-            )
-        trainer = SAETrainer.restore(latest, device=device)
-        log.info("resuming from %s (step %d)", latest.name, trainer.state.step)
-        return trainer
-    out.mkdir(parents=True, exist_ok=True)
-    if overwrite and ckpt_root.exists():
-        import shutil
-
-        shutil.rmtree(ckpt_root)
-    atomic_write_text(run_file, json.dumps(request, indent=1))
-    return SAETrainer.create(train_tokens, d_sae, cfg, device=device, meta={"encoder": request["encoder"]})
-

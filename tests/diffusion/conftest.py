@@ -47,7 +47,8 @@ def trained_tiny(tmp_path_factory):
 
     images = blob_images(16, 2)
     tokens = torch.randn(2, TOKEN_DIM, generator=torch.Generator().manual_seed(0))
-    pairs = PairedImages(ids=["a", "b"], images=to_model(images).half(), tokens=tokens, patient_ids=["a", "b"])
+    pairs = PairedImages(ids=["a", "b"], images=to_model(images).half(), tokens=tokens, patient_ids=["a", "b"],
+                         roles=["train", "train"])
     out = tmp_path_factory.mktemp("trained_tiny")
     cfg = preset("tiny", resolution=16, steps=100, batch_size=2, lr=3e-3, cond_dropout=0.0,
                  checkpoint_every=10**6)

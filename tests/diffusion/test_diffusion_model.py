@@ -50,7 +50,7 @@ def test_resume_is_exact(tmp_path):
 
     gen = torch.Generator().manual_seed(0)
     pairs = PairedImages(ids=list("abc"), images=to_model(torch.rand(3, 16, 16, generator=gen)).half(),
-                         tokens=torch.randn(3, 8, generator=gen), patient_ids=list("abc"))
+                         tokens=torch.randn(3, 8, generator=gen), patient_ids=list("abc"), roles=["train"] * 3)
     cfg = dict(resolution=16, batch_size=2, checkpoint_every=3)
     train_diffusion(pairs, tmp_path / "straight", preset("tiny", steps=6, **cfg), progress=False)
     train_diffusion(pairs, tmp_path / "resumed", preset("tiny", steps=3, **cfg), progress=False)

@@ -6,7 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from saerad.encoders.store import EmbeddingSet, base_id, is_augmented
+from saerad.datasets.ids import base_id, is_augmented
+from saerad.encoders.store import EmbeddingSet
 from saerad.errors import BundleError, ConfigError
 
 

@@ -30,3 +30,16 @@ def test_keys_do_not_start_or_end_with_function_words():
 def test_report_keys():
     keys = report_keys("Cardiomegaly. No pleural effusion.")
     assert {"cardiomegaly", "no pleural effusion"} <= keys
+
+
+def test_negation_agrees_with_the_rule_labeller():
+    from saerad.radtext import label_report
+
+    for sentence, condition, phrase in (
+        ("Pleural effusion has resolved.", "Pleural Effusion", "pleural effusion"),
+        ("Effusion is not seen.", "Pleural Effusion", "effusion"),
+        ("Pneumothorax is absent.", "Pneumothorax", "pneumothorax"),
+    ):
+        assert label_report(sentence)[condition] == 0
+        keys = sentence_keys(sentence)
+        assert f"no {phrase}" in keys and phrase not in keys, (sentence, sorted(keys))

@@ -1,4 +1,4 @@
-"""score / evaluate runners, baselines and the CLI commands (METEOR off except where tested)."""
+"""Scoring reports, the Markdown tables and the score / label-reports commands (METEOR off except where tested)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from saerad.errors import ConfigError
-from saerad.eval.baselines import NORMAL_TEMPLATE, nearest_neighbours, retrieval_reports
-from saerad.eval.runner import ScoreOptions, evaluate_dataset, patient_split, score_reports
+from saerad.eval.scoring import ScoreOptions, score_reports
 from saerad.radtext import CONDITIONS
 
 REFS = {
@@ -88,60 +86,6 @@ def test_unconfigured_chexbert_and_missing_java_say_why(tmp_path: Path, monkeypa
 def test_missing_prediction_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no report for 1 of 4"):
         score_reports({k: v for k, v in PREDS.items() if k != "s2"}, REFS, tmp_path, _opts())
-
-
-def test_nearest_neighbours_are_patient_disjoint() -> None:
-    pool = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
-    query = np.array([[1.0, 0.05], [0.1, 1.0]])
-    found = nearest_neighbours(query, pool, ["pA", "pB"], ["pA", "pB", "pC"])
-    assert found.index.tolist() == [1, 2]  # query 0's best (row 0) is its own patient
-    assert found.similarity[0] == pytest.approx(float(pool[1] @ query[0] / np.linalg.norm(pool[1]) / np.linalg.norm(query[0])))
-
-
-def test_retrieval_reports_with_an_embedding_set() -> None:
-    from saerad.encoders.store import EmbeddingSet
-
-    emb = EmbeddingSet(ids=["q1", "t1", "t2"], tokens=torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.8, 0.2]]), encoder="test")
-    texts, got = retrieval_reports(["q1"], ["p1"], ["t1", "t2"], ["p2", "p3"], ["report one", "report two"], emb)
-    assert texts == ["report two"] and got == ["t2"]
-    with pytest.raises(ConfigError):
-        retrieval_reports(["qX"], ["p1"], ["t1"], ["p2"], ["x"], emb)
-
-
-def test_evaluate_folder_dataset_with_baselines(tmp_path: Path) -> None:
-    from saerad.encoders.store import EmbeddingSet
-
-    root = tmp_path / "data"
-    root.mkdir()
-    findings = ["Mild cardiomegaly.", "The lungs are clear.", "Small right effusion.", "Left basilar atelectasis."]
-    rows, ids = [], []
-    for i in range(40):
-        rows.append({"image": f"img{i}.png", "report": findings[i % 4], "patient_id": f"p{i // 2}", "study_id": f"s{i}"})
-        ids.append(f"img{i}")
-    with (root / "reports.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    rng = np.random.default_rng(0)
-    centers = rng.normal(size=(4, 8))
-    tokens = torch.tensor(np.stack([centers[i % 4] + 0.01 * rng.normal(size=8) for i in range(40)]), dtype=torch.float32)
-    EmbeddingSet(ids=ids, tokens=tokens, encoder="test").save(tmp_path / "emb.safetensors")
-
-    metrics = evaluate_dataset(
-        "folder", root, tmp_path / "out", baselines=True, embeddings=tmp_path / "emb.safetensors", options=_opts()
-    )
-    assert set(metrics["systems"]) == {"normal-template", "retrieval"}
-    test_patients = {f"p{i // 2}" for i in range(40) if patient_split(f"p{i // 2}") == "test"}
-    assert metrics["n_studies"] == 2 * len(test_patients)
-    rows_out = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
-    retrieval = [r for r in rows_out if r["system"] == "retrieval"]
-    for row in retrieval:  # same cluster -> same finding text, from another patient
-        assert row["prediction"] == row["reference"]
-        retrieved_patient = f"p{int(row['retrieved_image_id'][3:]) // 2}"
-        assert retrieved_patient not in test_patients
-    template = [r for r in rows_out if r["system"] == "normal-template"]
-    assert all(r["prediction"] == NORMAL_TEMPLATE for r in template)
-    assert metrics["systems"]["retrieval"]["text"]["BLEU-4"]["value"] > 0.99
 
 
 def test_cli_label_reports_and_score(tmp_path: Path) -> None:
