@@ -37,6 +37,8 @@ import saerad
 from saerad.errors import BundleError
 
 if TYPE_CHECKING:
+    import torch
+
     from saerad.labeling.dictionary import FeatureDictionary
     from saerad.sae.model import GatedSAE
 
@@ -159,7 +161,9 @@ class Bundle:
         }
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None, *, device: str = "cpu", verify: bool = True) -> Bundle:
+    def load(
+        cls, path: str | os.PathLike | None = None, *, device: str | torch.device = "cpu", verify: bool = True
+    ) -> Bundle:
         """Load and validate a bundle; ``None`` means the default bundle embedded in the package."""
         root = bundle_root(path)
         manifest = read_manifest(root)
@@ -245,7 +249,7 @@ def verify_files(root: Path, manifest: Manifest) -> None:
             raise BundleError(f"bundle {root}: {part} is not covered by the manifest's checksums")
 
 
-def _load_parts(root: Path, manifest: Manifest, device: str) -> tuple[GatedSAE, FeatureDictionary]:
+def _load_parts(root: Path, manifest: Manifest, device: str | torch.device) -> tuple[GatedSAE, FeatureDictionary]:
     from saerad.labeling.dictionary import FeatureDictionary
     from saerad.sae.model import GatedSAE
 

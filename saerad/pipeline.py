@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from saerad.bundle import Bundle
+from saerad.devices import AUTO, resolve_device
 from saerad.errors import BundleError, ConfigError
 from saerad.report.composer import Composition, Labeler, compose, default_labeler
 from saerad.report.schema import GroundedReport, ImageInfo
@@ -31,13 +32,18 @@ ComposerName = Literal["deterministic", "llm"]
 
 
 class Reporter:
-    """A loaded bundle + encoder that turns X-rays into :class:`GroundedReport` objects."""
+    """A loaded bundle + encoder that turns X-rays into :class:`GroundedReport` objects.
+
+    ``device`` is where its models run, the diffusion model of ``localize=True`` included; built
+    from parts without one, it is the device of the bundle's SAE.
+    """
 
     def __init__(
         self,
         bundle: Bundle,
         encoder: ClassTokenEncoder,
         *,
+        device: str | torch.device | None = None,
         composer: ComposerName = "deterministic",
         llm_settings: LLMSettings | None = None,
         labeler: Labeler | None = None,
@@ -51,6 +57,7 @@ class Reporter:
             )
         self.bundle = bundle
         self.encoder = encoder
+        self.device = bundle.sae.W_enc.device if device is None else resolve_device(device)
         self.composer = composer
         self.llm_settings = llm_settings
         self.labeler = labeler or default_labeler()
@@ -61,18 +68,19 @@ class Reporter:
     def from_bundle(
         cls,
         path: str | os.PathLike | None = None,
-        device: str = "cpu",
+        device: str | torch.device = AUTO,
         *,
         composer: ComposerName = "deterministic",
         llm_settings: LLMSettings | None = None,
     ) -> Reporter:
-        """Load the bundle at ``path`` (``None``: the embedded default) and its encoder."""
+        """Load the bundle at ``path`` (``None``: the embedded default) and its encoder on ``device``."""
         from saerad.encoders import load_encoder
 
+        device = resolve_device(device)
         bundle = Bundle.load(path, device=device)
         encoder = load_encoder(bundle.encoder_spec, device=device)
         _check_preprocessing(bundle, encoder)
-        return cls(bundle, encoder, composer=composer, llm_settings=llm_settings)
+        return cls(bundle, encoder, device=device, composer=composer, llm_settings=llm_settings)
 
     # ------------------------------------------------------------------ single image
     def report(
@@ -109,7 +117,7 @@ class Reporter:
             from saerad.diffusion.localize import localize_report
 
             t = time.perf_counter()
-            report = localize_report(report, xray, self)
+            report = localize_report(report, xray, bundle=self.bundle, encoder=self.encoder, device=self.device)
             timings["localize"] = _ms(t)
         timings["total"] = _ms(t_start)
         report.timings_ms = {**report.timings_ms, **{k: round(v, 3) for k, v in timings.items()}}

@@ -110,8 +110,8 @@ def test_localize_calls_diffusion_stage(bundle_dir, tmp_path, image, monkeypatch
 
     calls = []
 
-    def fake_localize(report, xray, reporter):
-        calls.append((xray.original_size, reporter))
+    def fake_localize(report, xray, *, bundle, encoder, device):
+        calls.append((xray.original_size, bundle, encoder, device))
         for sentence in report.findings:
             sentence.boxes = [Box(x_min=0.1, y_min=0.1, x_max=0.5, y_max=0.5)]
         return report
@@ -121,7 +121,8 @@ def test_localize_calls_diffusion_stage(bundle_dir, tmp_path, image, monkeypatch
     monkeypatch.setitem(sys.modules, "saerad.diffusion.localize", module)
     reporter = Reporter.from_bundle(with_diffusion)
     report = reporter.report(image, localize=True)
-    assert calls and calls[0][0] == (64, 48) and calls[0][1] is reporter
+    assert calls and calls[0][0] == (64, 48)
+    assert calls[0][1] is reporter.bundle and calls[0][2] is reporter.encoder and calls[0][3] == reporter.device
     assert "localize" in report.timings_ms
     assert all(s.boxes for s in report.findings)
 
@@ -150,3 +151,13 @@ def test_bad_image_and_llm_fallback(reporter, image, monkeypatch):
 def test_features_are_deterministic(reporter):
     tokens = torch.randn(3, reporter.encoder.dim, generator=torch.Generator().manual_seed(1))
     assert np.array_equal(reporter.features(tokens), reporter.features(tokens))
+
+
+def test_reporter_keeps_its_device(bundle_dir, reporter):
+    from saerad.devices import resolve_device
+
+    assert reporter.device == resolve_device("auto")  # from_bundle's default
+    assert Reporter.from_bundle(bundle_dir, device="cpu").device == torch.device("cpu")
+    assert Reporter(reporter.bundle, reporter.encoder).device == reporter.bundle.sae.W_enc.device
+    with pytest.raises(ConfigError, match="unknown device"):
+        Reporter.from_bundle(bundle_dir, device="gpu0")

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Annotated
 
 import typer
 
+from saerad.devices import DEVICE_HELP
 from saerad.errors import SaeradError
 
 app = typer.Typer(
@@ -20,6 +22,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+# Every command's --device: same values, same default, resolved by saerad.devices.resolve_device.
+DeviceOption = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
 
 
 def _register() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from saerad.cli import app
+from saerad.cli import DeviceOption, app
 
 
 class DatasetChoice(str, Enum):
@@ -44,7 +44,7 @@ def build_command(
     name: str | None = typer.Option(None, "--name", help="Bundle name (default: OUT's folder name)."),
     version: str = typer.Option("1", "--version", help="Bundle version string."),
     diffusion: Path | None = typer.Option(None, "--diffusion", exists=True, file_okay=False, help="Ship this `saerad train-diffusion` model (its diffusion/ folder) for localisation and interventions."),
-    device: str = typer.Option("cpu", "--device"),
+    device: DeviceOption = "auto",
     force: bool = typer.Option(False, "--force", help="Re-run every stage even when current."),
 ) -> None:
     """Build a model bundle; stages whose inputs are unchanged are skipped, interrupted ones resume.

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from saerad.cli import app
+from saerad.cli import DeviceOption, app
 
 
 class Mode(str, Enum):
@@ -26,7 +26,7 @@ def train_diffusion_cmd(
     resolution: Annotated[int, typer.Option(help="128 (default) or 256")] = 128,
     steps: Annotated[int | None, typer.Option(help="total training steps (default: preset)")] = None,
     batch_size: Annotated[int | None, typer.Option(help="images per step (default: preset)")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, or auto")] = "auto",
+    device: DeviceOption = "auto",
     preset: Annotated[str | None, typer.Option(help="tiny | cpu | gpu (default: by device)")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch")] = None,
     max_minutes: Annotated[float | None, typer.Option(help="stop after this many minutes (resumable)")] = None,
@@ -38,16 +38,14 @@ def train_diffusion_cmd(
     It learns from the patients `saerad build` may learn from; the dataset's test patients
     (saerad.datasets.split) stay out, so the benchmarks measure it on images it never saw.
     """
-    import torch
-
+    from saerad.devices import resolve_device
     from saerad.diffusion.data import load_pairs
     from saerad.diffusion.train import preset as make_preset
     from saerad.diffusion.train import train_diffusion
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    name = preset or ("gpu" if device.startswith("cuda") else "cpu")
-    cfg = make_preset(name, resolution=resolution, steps=steps, batch_size=batch_size, device=device,
+    on = resolve_device(device)
+    name = preset or ("gpu" if on.type == "cuda" else "cpu")
+    cfg = make_preset(name, resolution=resolution, steps=steps, batch_size=batch_size, device=str(on),
                       threads=threads, max_minutes=max_minutes)
     from saerad.datasets.ids import is_augmented
     from saerad.encoders.store import EmbeddingSet
@@ -63,7 +61,7 @@ def train_diffusion_cmd(
         augmented_views=augmented_views,
         n_test_images_left_out=sum(not is_augmented(i) for i in held.ids),
         preset=name,
-        note=("trained on CPU: the smallest useful model, not a converged one" if device == "cpu"
+        note=("trained on CPU: the smallest useful model, not a converged one" if on.type == "cpu"
               else "trained on GPU"),
     )
     meta = train_diffusion(train, out, cfg)
@@ -78,12 +76,6 @@ def _load_parts(bundle: str | None, device: str):
     return loaded, load_encoder(loaded.encoder_spec, device=device)
 
 
-def _device(device: str) -> str:
-    import torch
-
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-
-
 @app.command("intervene")
 def intervene_cmd(
     image: Annotated[Path, typer.Argument(help="X-ray file (PNG, JPEG, DICOM)")],
@@ -94,18 +86,19 @@ def intervene_cmd(
     bundle: Annotated[str | None, typer.Option(help="bundle directory (default: the embedded one)")] = None,
     steps: Annotated[int, typer.Option(help="DDIM steps for inversion and sampling")] = 50,
     diffusion: Annotated[Path | None, typer.Option(help="diffusion model directory overriding the bundle's")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto")] = "auto",
+    device: DeviceOption = "auto",
 ) -> None:
     """Counterfactuals of one X-ray: each feature removed (or added), maps, boxes and metrics."""
     from PIL import Image
 
+    from saerad.devices import resolve_device
     from saerad.diffusion.figure import to_uint8
     from saerad.diffusion.intervene import run_intervention
     from saerad.diffusion.maps import overlay
     from saerad.fileio import atomic_write_json
     from saerad.imaging import load_xray
 
-    device = _device(device)
+    device = resolve_device(device)
     loaded, encoder = _load_parts(bundle, device)
     xray = load_xray(image)
     result = run_intervention(xray, feature, mode.value, strength, loaded, encoder, steps,
@@ -141,14 +134,15 @@ def figure_cmd(
     steps: Annotated[int, typer.Option(help="DDIM steps")] = 50,
     strength: Annotated[float, typer.Option(help="add strength (x the 0.99 quantile)")] = 1.0,
     diffusion: Annotated[Path | None, typer.Option(help="diffusion model directory overriding the bundle's")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto")] = "auto",
+    device: DeviceOption = "auto",
 ) -> None:
     """Paper-style figure: original | reconstruction | +feature | -feature | map, a row per feature."""
+    from saerad.devices import resolve_device
     from saerad.diffusion.figure import intervention_figure
     from saerad.diffusion.intervene import dictionary_quantiles, model_for
     from saerad.imaging import load_xray
 
-    device = _device(device)
+    device = resolve_device(device)
     loaded, encoder = _load_parts(bundle, device)
     model = model_for(diffusion if diffusion is not None else loaded, device)
     xray = load_xray(image)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from saerad.cli import app
+from saerad.cli import DeviceOption, app
 
 
 @app.command("embed")
@@ -21,7 +21,7 @@ def embed(
     out: Path = typer.Option(..., "--out", help="output .safetensors file (ids + class tokens)"),
     encoder: str = typer.Option("default", "--encoder", help="'default' or 'hf:DIR' (e.g. a Rad-DINO folder)"),
     batch_size: int = typer.Option(32, "--batch-size", help="images per forward pass (views included)"),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N (per process under a launcher)"),
+    device: DeviceOption = "auto",
     num_workers: int | None = typer.Option(None, "--num-workers", help="decoding workers per process (default: one per spare core, at most 12)"),
     augment: int = typer.Option(0, "--augment", help="K extra random views per image, ids '<id>#augK'"),
     shard_size: int = typer.Option(2048, "--shard-size", help="images per resumable shard"),
@@ -32,18 +32,16 @@ def embed(
 ) -> None:
     """Write the class tokens of every image of a dataset, resumably, with a progress bar."""
     from saerad.datasets import load_dataset
+    from saerad.devices import resolve_device
     from saerad.encoders import load_encoder
     from saerad.encoders.extract import DistInfo, EmbedJob, items_from_studies, run_embedding
 
     dist = DistInfo.from_env()
-    if dist.world > 1 and device in ("auto", "cuda"):
-        import torch
-
-        device = f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu"
+    on = resolve_device(device, local_rank=dist.local_rank if dist.world > 1 else None)
     items = items_from_studies(load_dataset(dataset, root))
     if limit is not None:
         items = items[:limit]
-    enc = load_encoder(encoder, device=device, precision=precision)
+    enc = load_encoder(encoder, device=on, precision=precision)
     job = EmbedJob(
         out=out, batch_size=batch_size, num_workers=num_workers, shard_size=shard_size, augment=augment,
         seed=seed, overwrite=overwrite, meta={"dataset": dataset, "root": str(root.resolve())},

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from saerad.cli import app
+from saerad.cli import DeviceOption, app
 
 
 @app.command("label-reports")
@@ -84,7 +84,7 @@ def evaluate_cmd(
         "(default: the non-test patients of --root; required with --split all --baselines).",
     ),
     limit: int = typer.Option(None, "--limit", min=1, help="Evaluate only the first N studies (smoke runs)."),
-    device: str = typer.Option("cpu", "--device"),
+    device: DeviceOption = "auto",
     resamples: int = typer.Option(500, "--resamples", min=0),
     seed: int = typer.Option(0, "--seed"),
     meteor: bool = typer.Option(True, "--meteor/--no-meteor"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from saerad.cli import app
+from saerad.cli import DeviceOption, app
 
 
 class ReportFormat(str, Enum):
@@ -31,7 +31,7 @@ def report_command(
     threshold: float | None = typer.Option(None, "--threshold", help="Activation above which a feature is active."),
     localize: bool = typer.Option(False, "--localize", help="Fill boxes/heatmaps with the diffusion model (slow on CPU)."),
     composer: ComposerChoice = typer.Option(ComposerChoice.deterministic, "--composer", help="deterministic, or llm (SAERAD_LLM_* settings) to rephrase."),
-    device: str = typer.Option("cpu", "--device", help="torch device."),
+    device: DeviceOption = "auto",
 ) -> None:
     """Print a grounded report per image. Research use only: not a medical device.
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from saerad.cli import app
+from saerad.cli import DeviceOption, app
 
 
 @app.command("train-sae")
@@ -22,7 +22,7 @@ def train_sae_command(
     steps: int = typer.Option(None, "--steps", min=1, help="Optimizer steps [default: 6,000 below 50k vectors, else about 20 epochs]."),
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="Vectors per step [default: 512 below 50k vectors, else 4,096]."),
     lr: float = typer.Option(None, "--lr", min=0.0, help="Adam learning rate [default: 1e-3]."),
-    device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
+    device: DeviceOption = "auto",
     held_out_fraction: float = typer.Option(
         0.15, "--held-out-fraction", "--val-fraction", min=0.0, max=0.95,
         help="Share of patients (or source images) held out for the metrics, drawn by a hash of their id.",

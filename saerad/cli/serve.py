@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from saerad.cli import app
+from saerad.devices import DEVICE_HELP
 
 
 @app.command("serve")
@@ -22,10 +23,12 @@ def serve(
     port: int = typer.Option(8000, min=1, max=65535),
     workers: int = typer.Option(None, min=1, help="Worker processes (default: SAERAD_WORKERS or 1)."),
     job_db: Path = typer.Option(None, "--job-db", help="SQLite job database (default: SAERAD_JOB_DB)."),
+    device: str = typer.Option(None, "--device", help=f"{DEVICE_HELP} (default: SAERAD_DEVICE or auto)."),
 ) -> None:
     """Serve grounded reports over HTTP (see docs/deployment.md)."""
     import uvicorn
 
+    from saerad.devices import resolve_device
     from saerad.errors import ConfigError
     from saerad.service.logs import configure_logging
     from saerad.service.settings import ServiceSettings
@@ -38,6 +41,8 @@ def serve(
         os.environ["SAERAD_WORKERS"] = str(workers)
     if job_db is not None:
         os.environ["SAERAD_JOB_DB"] = str(job_db.resolve())
+    if device is not None:
+        os.environ["SAERAD_DEVICE"] = device
     try:
         settings = ServiceSettings()
     except Exception as exc:  # pydantic ValidationError: a bad SAERAD_* value
@@ -48,6 +53,7 @@ def serve(
 
     root = bundle_root(settings.bundle)
     verify_files(root, read_manifest(root))
+    resolve_device(settings.device)
 
     # The service logs JSON through its own handler; drop the CLI's plain-text one.
     import logging

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
+from saerad.devices import AUTO, resolve_device
 from saerad.diffusion.data import from_model, resize_image, to_model
 from saerad.diffusion.invert import ddim_invert, ddim_sample
 from saerad.diffusion.maps import Localization, localize
@@ -223,12 +224,8 @@ def _cached_model(directory: str, device: str, mtime: float):
     return load_diffusion(directory, device=device)
 
 
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def model_for(bundle_or_dir: Bundle | str | os.PathLike, device: str | None = None) -> TokenConditionedUNet:
-    """The bundle's diffusion model (cached per directory and device)."""
+def model_for(bundle_or_dir: Bundle | str | os.PathLike, device: str | torch.device = AUTO) -> TokenConditionedUNet:
+    """The bundle's diffusion model on ``device`` (cached per directory and device)."""
     directory = bundle_or_dir if isinstance(bundle_or_dir, (str, os.PathLike)) else bundle_or_dir.diffusion_dir
     if directory is None:
         raise BundleError("this bundle has no diffusion model: interventions and localisation need one "
@@ -236,7 +233,7 @@ def model_for(bundle_or_dir: Bundle | str | os.PathLike, device: str | None = No
     path = Path(directory).resolve()
     weights = path / "model.safetensors"
     mtime = weights.stat().st_mtime if weights.exists() else 0.0
-    return _cached_model(str(path), device or default_device(), mtime)
+    return _cached_model(str(path), str(resolve_device(device)), mtime)
 
 
 def run_intervention(
@@ -248,7 +245,7 @@ def run_intervention(
     encoder: ClassTokenEncoder,
     steps: int = DEFAULT_STEPS,
     *,
-    device: str | None = None,
+    device: str | torch.device = AUTO,
     quantile: str = DEFAULT_QUANTILE,
     measure: bool = True,
     diffusion_dir: str | os.PathLike | None = None,

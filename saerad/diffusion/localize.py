@@ -15,9 +15,12 @@ from saerad.diffusion.intervene import DEFAULT_STEPS, Edit, intervene, model_for
 from saerad.diffusion.maps import data_uri, overlay
 from saerad.report.schema import Box, GroundedReport
 
-if TYPE_CHECKING:  # the pipeline is a later stage: type hints only
+if TYPE_CHECKING:
+    import torch
+
+    from saerad.bundle import Bundle
+    from saerad.encoders.base import ClassTokenEncoder
     from saerad.imaging import XRay
-    from saerad.pipeline import Reporter
 
 HEATMAP_SIDE = 256  # data-URI overlays stay small (~30-60 kB each)
 
@@ -25,14 +28,18 @@ HEATMAP_SIDE = 256  # data-URI overlays stay small (~30-60 kB each)
 def localize_report(
     report: GroundedReport,
     xray: XRay,
-    reporter: Reporter,
     *,
+    bundle: Bundle,
+    encoder: ClassTokenEncoder,
+    device: str | torch.device,
     steps: int = DEFAULT_STEPS,
-    device: str | None = None,
 ) -> GroundedReport:
-    """A copy of ``report`` whose sentences carry boxes (0..1 of the original image) and heatmaps."""
+    """A copy of ``report`` whose sentences carry boxes (0..1 of the original image) and heatmaps.
+
+    ``bundle``, ``encoder`` and ``device`` are the ones that made ``report`` (a
+    :class:`~saerad.pipeline.Reporter`'s), so the diffusion model runs where the report was made.
+    """
     t0 = time.perf_counter()
-    bundle = reporter.bundle
     model = model_for(bundle, device)
     sentence_edits: dict[int, Edit] = {}
     for k, sentence in enumerate(report.findings):
@@ -41,7 +48,7 @@ def localize_report(
             sentence_edits[k] = Edit(active, "remove")
     if not sentence_edits:
         return report
-    result = intervene(model, bundle.sae, reporter.encoder, xray.pixels, list(sentence_edits.values()),
+    result = intervene(model, bundle.sae, encoder, xray.pixels, list(sentence_edits.values()),
                        steps=steps, measure=False)
     findings = list(report.findings)
     for slot, k in enumerate(sentence_edits):

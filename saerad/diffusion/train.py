@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from saerad.devices import resolve_device
 from saerad.diffusion.data import PairedImages, from_model
 from saerad.diffusion.model import (
     TokenConditionedUNet,
@@ -208,7 +209,7 @@ def train_diffusion(
         torch.set_num_threads(cfg.threads)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(cfg.device)
+    device = resolve_device(cfg.device)
 
     with torch.random.fork_rng(devices=[]):  # seeded init, without touching the caller's RNG
         torch.manual_seed(cfg.seed)

@@ -10,14 +10,18 @@ Specs accepted by :func:`load_encoder`:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from saerad.encoders.base import ClassTokenEncoder
 from saerad.encoders.store import EmbeddingSet
 from saerad.errors import ConfigError
 
+if TYPE_CHECKING:
+    import torch
 
-def load_encoder(spec: str = "default", device: str = "cpu", *, precision: str = "auto") -> ClassTokenEncoder:
-    """Build the encoder named by ``spec`` on ``device`` ("cpu", "cuda", "cuda:1", "auto")."""
+
+def load_encoder(spec: str = "default", device: str | torch.device = "cpu", *, precision: str = "auto") -> ClassTokenEncoder:
+    """Build the encoder named by ``spec`` on ``device`` (any value :func:`saerad.devices.resolve_device` takes)."""
     from saerad.encoders.hf import HFDinov2Encoder
 
     spec = (spec or "default").strip()

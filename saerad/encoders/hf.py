@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from saerad.devices import resolve_device
 from saerad.encoders.base import ClassTokenEncoder
 from saerad.encoders.preprocess import ImagePreprocessor, read_saerad_options
 from saerad.errors import ConfigError
@@ -29,16 +30,6 @@ log = logging.getLogger(__name__)
 
 SUPPORTED_MODEL_TYPES = ("dinov2", "dinov2_with_registers")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None -> cuda if available else cpu; refuses CUDA where there is none."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device} requested but CUDA is not available")
-    return device
 
 
 class HFDinov2Encoder(ClassTokenEncoder):

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from saerad.devices import resolve_device
 from saerad.errors import BundleError, ConfigError
 from saerad.radtext.conditions import CONDITIONS
 from saerad.radtext.text import clean_text
@@ -125,7 +126,6 @@ class CheXbertLabeler:
     """Labels reports with CheXbert: ``(N, 14)`` float arrays, 1 / 0 / -1 / NaN."""
 
     def __init__(self, weights: str | Path, tokenizer: str | Path, *, device: str | None = None, batch_size: int = 0) -> None:
-        import torch
         from transformers import BertTokenizerFast
 
         reason = chexbert_unavailable_reason(weights, tokenizer)
@@ -141,7 +141,7 @@ class CheXbertLabeler:
                 f"CheXbert checkpoint {weights} does not match the architecture: "
                 f"missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}"
             )
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.model.to(self.device).eval()
         self.batch_size = batch_size or (128 if self.device.type == "cuda" else 16)
         self.source = str(weights)

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from saerad.devices import resolve_device
 from saerad.errors import ConfigError
 from saerad.fileio import atomic_write_text
 from saerad.sae.model import GatedSAE, GatedSAEConfig
@@ -99,7 +100,7 @@ class SAETrainer:
     """Owns the SAE under training (in normalised units), its optimizer and the schedules."""
 
     def __init__(self, sae: GatedSAE, cfg: TrainConfig, *, input_scale: float, device: str | torch.device = "cpu"):
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.sae = sae.to(self.device)
         self.cfg = cfg
         self.input_scale = float(input_scale)

@@ -124,11 +124,11 @@ async def create_report(
         state.runner.check_capacity()  # 429 before spending time on the upload
     xray, decode_ms = await _decode(state, file)
     if localize:
-        reporter, steps, device = state.reporter, state.settings.localize_steps, state.settings.device
+        reporter, steps = state.reporter, state.settings.localize_steps
         job_id = state.runner.submit(
             "localized_report",
             lambda jid: tasks.localized_report(
-                jid, reporter, xray, top_k=top_k, threshold=threshold, steps=steps, fmt=format.value, device=device
+                jid, reporter, xray, top_k=top_k, threshold=threshold, steps=steps, fmt=format.value
             ),
         )
         return _accepted(job_id, "localized_report")
@@ -168,12 +168,11 @@ async def create_intervention(
         raise ConfigError(f"steps must be <= {state.settings.max_intervention_steps}", code="invalid_options")
     state.runner.check_capacity()
     xray, _ = await _decode(state, file)
-    reporter, features, device = state.reporter, list(dict.fromkeys(feature)), state.settings.device
+    reporter, features = state.reporter, list(dict.fromkeys(feature))
     job_id = state.runner.submit(
         "intervention",
         lambda jid: tasks.intervention(
-            jid, reporter, xray, features=features, mode=mode.value, strength=strength, steps=n_steps,
-            device=device,
+            jid, reporter, xray, features=features, mode=mode.value, strength=strength, steps=n_steps
         ),
     )
     return _accepted(job_id, "intervention")

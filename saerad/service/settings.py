@@ -22,7 +22,10 @@ class ServiceSettings(BaseSettings):
 
     # --- model -------------------------------------------------------------------------------
     bundle: str | None = Field(None, description="Bundle directory; unset = the embedded default bundle.")
-    device: str = Field("cpu", description="Torch device of the encoder, SAE and diffusion model.")
+    device: str = Field(
+        "auto", description="Torch device of the encoder, SAE and diffusion model: auto (cuda if available, else cpu), "
+        "cpu, cuda or cuda:N."
+    )
     warmup: bool = Field(True, description="Run synthetic images through the model before /readyz is ok.")
 
     # --- security ----------------------------------------------------------------------------

@@ -70,13 +70,14 @@ def heatmap_bytes(ref: Any) -> bytes | None:
 
 
 def localized_report(job_id: str, reporter: Reporter, xray: XRay, *, top_k: int | None, threshold: float | None,
-                     steps: int, fmt: str, device: str | None = None) -> JobOutput:
+                     steps: int, fmt: str) -> JobOutput:
     """Report + per-sentence localisation (``localize_report``) with heatmaps stored as artifacts."""
     from saerad.diffusion.localize import localize_report
 
     t0 = time.perf_counter()
     report = reporter.report(xray, top_k=top_k, threshold=threshold)
-    report = localize_report(report, xray, reporter, steps=steps, device=device)
+    report = localize_report(report, xray, bundle=reporter.bundle, encoder=reporter.encoder, device=reporter.device,
+                             steps=steps)
     artifacts: list[Artifact] = []
     links: list[str | None] = []
     for sentence in report.findings:
@@ -103,14 +104,14 @@ def localized_report(job_id: str, reporter: Reporter, xray: XRay, *, top_k: int 
 
 
 def intervention(job_id: str, reporter: Reporter, xray: XRay, *, features: list[int], mode: str,
-                 strength: float, steps: int, device: str | None = None) -> JobOutput:
+                 strength: float, steps: int) -> JobOutput:
     """Original, reconstruction, one counterfactual + map overlay + boxes per feature, and metrics."""
     from saerad.diffusion.intervene import run_intervention
     from saerad.diffusion.maps import overlay
 
     t0 = time.perf_counter()
     res = run_intervention(xray, features, mode=mode, strength=strength, bundle=reporter.bundle,
-                           encoder=reporter.encoder, steps=steps, device=device)
+                           encoder=reporter.encoder, steps=steps, device=reporter.device)
     artifacts: list[Artifact] = []
 
     def store(name: str, image: Any) -> str:
