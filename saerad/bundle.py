@@ -39,6 +39,9 @@ from saerad.errors import BundleError
 if TYPE_CHECKING:
     import torch
 
+    from saerad.diffusion.model import TokenConditionedUNet
+    from saerad.encoders.base import ClassTokenEncoder
+    from saerad.encoders.store import EmbeddingSet
     from saerad.labeling.dictionary import FeatureDictionary
     from saerad.sae.model import GatedSAE
 
@@ -143,6 +146,61 @@ class Bundle:
     def diffusion_dir(self) -> Path | None:
         entry = self.manifest.diffusion
         return None if entry is None else self.path / entry.path
+
+    # ------------------------------------------------------------ what may be used with this bundle
+    # The one place that decides whether an encoder, a set of class tokens or a diffusion model fits
+    # the bundle. A mismatch would not crash: it would give fluent reports whose features mean
+    # something other than what the dictionary says.
+
+    def load_encoder(self, device: str | torch.device = "cpu") -> ClassTokenEncoder:
+        """The bundle's encoder on ``device``, checked by :meth:`check_encoder`."""
+        from saerad.encoders import load_encoder
+
+        encoder = load_encoder(self.encoder_spec, device=device)
+        self.check_encoder(encoder)
+        return encoder
+
+    def check_encoder(self, encoder: ClassTokenEncoder) -> None:
+        """Refuse an encoder other than the one the SAE was trained behind: its token width, its
+        spec (which weights) and its preprocessing (the same weights behind another resize or
+        normalisation give other tokens) must be the ones the manifest recorded."""
+        d_in = int(self.sae.cfg.d_in)
+        if int(encoder.dim) != d_in:
+            raise BundleError(
+                f"encoder {encoder.spec!r} gives {encoder.dim}-d class tokens but the bundle's SAE expects {d_in}"
+            )
+        if _normalized_spec(encoder.spec) != _normalized_spec(self.encoder_spec):
+            raise BundleError(
+                f"encoder {encoder.spec!r} is not the one bundle {self.manifest.name!r} was built with "
+                f"({self.encoder_spec!r}); its features would not mean what the dictionary says"
+            )
+        expected = self.manifest.encoder.describe.get("preprocessing")
+        actual = encoder.describe().get("preprocessing")
+        if expected is not None and actual is not None and _jsonable(expected) != _jsonable(actual):
+            raise BundleError(
+                f"encoder {encoder.spec!r} preprocesses images differently from the encoder this bundle "
+                "was built with; its features would not mean what the dictionary says"
+            )
+
+    def check_tokens(self, tokens: EmbeddingSet) -> None:
+        """Refuse stored class tokens (``saerad embed``) of another encoder than the bundle's."""
+        d_in = int(self.sae.cfg.d_in)
+        if tokens.dim != d_in:
+            raise BundleError(f"the class tokens are {tokens.dim}-d but the bundle's SAE expects {d_in}")
+        if _normalized_spec(tokens.encoder) != _normalized_spec(self.encoder_spec):
+            raise BundleError(
+                f"the class tokens come from encoder {tokens.encoder!r}, not from this bundle's "
+                f"{self.encoder_spec!r}: embed the images again with --encoder {self.encoder_spec}"
+            )
+
+    def check_diffusion(self, model: TokenConditionedUNet, source: str | os.PathLike = "") -> None:
+        """Refuse a diffusion model conditioned on class tokens of another width than the SAE's."""
+        d_in, token_dim = int(self.sae.cfg.d_in), int(model.config.token_dim)
+        if token_dim != d_in:
+            raise BundleError(
+                f"the diffusion model {str(source)!r} is conditioned on {token_dim}-d class tokens but "
+                f"the bundle's SAE works on {d_in}-d ones"
+            )
 
     def info(self) -> dict[str, Any]:
         """Provenance copied into every report."""
@@ -278,6 +336,16 @@ def check_consistency(manifest: Manifest, sae: GatedSAE, dictionary: FeatureDict
         raise BundleError(f"bundle {root}: dictionary feature ids are not 0..{d_sae - 1}")
     if manifest.diffusion is not None and not (root_path := Path(root) / manifest.diffusion.path).is_dir():
         raise BundleError(f"bundle {root}: manifest names a diffusion model but {root_path} is missing")
+
+
+def _normalized_spec(spec: str) -> str:
+    """``hf:`` paths compared as resolved paths; other specs ("default") as written."""
+    spec = (spec or "").strip()
+    return f"hf:{Path(spec[3:]).expanduser().resolve()}" if spec.startswith("hf:") else spec
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
 def resolve_encoder_spec(spec: str, root: Path) -> str:

@@ -16,7 +16,7 @@ import torch
 
 from saerad.bundle import Bundle
 from saerad.devices import AUTO, resolve_device
-from saerad.errors import BundleError, ConfigError
+from saerad.errors import ConfigError
 from saerad.report.composer import Composition, Labeler, compose, default_labeler
 from saerad.report.schema import GroundedReport, ImageInfo
 from saerad.report.select import FeatureSelector
@@ -50,11 +50,7 @@ class Reporter:
     ) -> None:
         if composer not in ("deterministic", "llm"):
             raise ConfigError(f"unknown composer {composer!r}; choose deterministic or llm")
-        if int(encoder.dim) != int(bundle.sae.cfg.d_in):
-            raise BundleError(
-                f"encoder {encoder.spec!r} gives {encoder.dim}-d class tokens but the bundle's SAE "
-                f"expects {bundle.sae.cfg.d_in}"
-            )
+        bundle.check_encoder(encoder)
         self.bundle = bundle
         self.encoder = encoder
         self.device = bundle.sae.W_enc.device if device is None else resolve_device(device)
@@ -74,13 +70,9 @@ class Reporter:
         llm_settings: LLMSettings | None = None,
     ) -> Reporter:
         """Load the bundle at ``path`` (``None``: the embedded default) and its encoder on ``device``."""
-        from saerad.encoders import load_encoder
-
         device = resolve_device(device)
         bundle = Bundle.load(path, device=device)
-        encoder = load_encoder(bundle.encoder_spec, device=device)
-        _check_preprocessing(bundle, encoder)
-        return cls(bundle, encoder, device=device, composer=composer, llm_settings=llm_settings)
+        return cls(bundle, bundle.load_encoder(device), device=device, composer=composer, llm_settings=llm_settings)
 
     # ------------------------------------------------------------------ single image
     def report(
@@ -202,26 +194,6 @@ class Reporter:
         from saerad.report.llm_composer import rephrase
 
         return rephrase(composition, settings=self.llm_settings, labeler=self.labeler)
-
-
-def _check_preprocessing(bundle: Bundle, encoder: ClassTokenEncoder) -> None:
-    """Refuse an encoder whose preprocessing differs from the one the SAE was trained behind."""
-    expected = bundle.manifest.encoder.describe.get("preprocessing")
-    try:
-        actual = encoder.describe().get("preprocessing")
-    except Exception:  # noqa: BLE001 - describe() is informational; never block on it
-        return
-    if expected is not None and actual is not None and _jsonable(expected) != _jsonable(actual):
-        raise BundleError(
-            f"encoder {encoder.spec!r} preprocesses images differently from the encoder this bundle "
-            "was built with; its features would not mean what the dictionary says"
-        )
-
-
-def _jsonable(value):
-    import json
-
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
 def _ms(t0: float) -> float:

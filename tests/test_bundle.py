@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "report"))
 from report_builders import D_IN, D_SAE, build_tiny_bundle, make_tiny_dictionary, make_tiny_sae  # noqa: E402
 
-from saerad.bundle import DEFAULT_BUNDLE, MANIFEST, Bundle, checksums, update_bundle  # noqa: E402
+from saerad.bundle import DEFAULT_BUNDLE, MANIFEST, Bundle, checksums  # noqa: E402
 from saerad.errors import BundleError  # noqa: E402
 
 
@@ -136,16 +136,59 @@ def test_write_refuses_existing_and_inconsistent(source_bundle, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == []  # the staging directory was cleaned up
 
 
-def test_update_bundle_adds_diffusion_model(bundle_dir, tmp_path):
-    from saerad.bundle import DiffusionEntry
+def test_overwrite_replaces_a_bundle_in_place(bundle_dir, tmp_path):
+    from saerad.bundle import DataEntry, DiffusionEntry, EncoderEntry, write_bundle
 
     diffusion = tmp_path / "unet"
     diffusion.mkdir()
     (diffusion / "config.json").write_text(json.dumps({"resolution": 128}))
-    update_bundle(bundle_dir, diffusion_dir=diffusion, diffusion=DiffusionEntry(config={"resolution": 128}), version="2")
+    old = Bundle.load(bundle_dir)
+    write_bundle(
+        bundle_dir, name="tiny", version="2", encoder=EncoderEntry(**old.manifest.encoder.model_dump()),
+        sae=old.sae, dictionary=old.dictionary, data=DataEntry(dataset="synthetic", license="CC0-1.0"),
+        diffusion_dir=diffusion, diffusion=DiffusionEntry(config={"resolution": 128}), overwrite=True,
+    )
     bundle = Bundle.load(bundle_dir)
     assert bundle.diffusion_dir == bundle_dir / "diffusion"
     assert bundle.manifest.version == "2"
     assert "diffusion/config.json" in bundle.manifest.files
     assert bundle.manifest.diffusion.config == {"resolution": 128}
     assert sorted(p.name for p in bundle_dir.parent.iterdir() if p.name.startswith(".")) == []
+
+
+# ---------------------------------------------------------------- encoder / tokens / diffusion fit
+
+
+class _StubEncoder:
+    def __init__(self, spec: str, dim: int = D_IN, preprocessing: dict | None = None) -> None:
+        self.spec, self.dim, self._preprocessing = spec, dim, preprocessing
+
+    def describe(self) -> dict:
+        return {"spec": self.spec, "dim": self.dim, "preprocessing": self._preprocessing}
+
+
+def test_check_encoder_wants_the_same_width_weights_and_preprocessing(bundle_dir):
+    bundle = Bundle.load(bundle_dir)
+    encoder = bundle.load_encoder()  # the bundle's own encoder passes
+    same = encoder.describe()["preprocessing"]
+    bundle.check_encoder(_StubEncoder(bundle.encoder_spec, preprocessing=same))
+    bundle.check_encoder(_StubEncoder(f"hf:{bundle_dir}/encoder/../encoder", preprocessing=same))  # same path
+    with pytest.raises(BundleError, match="expects 32"):
+        bundle.check_encoder(_StubEncoder(bundle.encoder_spec, dim=D_IN + 1, preprocessing=same))
+    with pytest.raises(BundleError, match="not the one bundle 'tiny' was built with"):
+        bundle.check_encoder(_StubEncoder("default", preprocessing=same))
+    with pytest.raises(BundleError, match="preprocesses images differently"):
+        bundle.check_encoder(_StubEncoder(bundle.encoder_spec, preprocessing={**same, "image_size": 999}))
+
+
+def test_check_tokens_wants_the_bundles_encoder(bundle_dir):
+    import torch
+
+    from saerad.encoders.store import EmbeddingSet
+
+    bundle = Bundle.load(bundle_dir)
+    bundle.check_tokens(EmbeddingSet(ids=["a"], tokens=torch.zeros(1, D_IN), encoder=bundle.encoder_spec))
+    with pytest.raises(BundleError, match="embed the images again"):
+        bundle.check_tokens(EmbeddingSet(ids=["a"], tokens=torch.zeros(1, D_IN), encoder="default"))
+    with pytest.raises(BundleError, match="expects 32"):
+        bundle.check_tokens(EmbeddingSet(ids=["a"], tokens=torch.zeros(1, 8), encoder=bundle.encoder_spec))

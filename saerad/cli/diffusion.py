@@ -68,12 +68,11 @@ def train_diffusion_cmd(
     typer.echo(json.dumps(meta, indent=2))
 
 
-def _load_parts(bundle: str | None, device: str):
+def _load_parts(bundle: str | None, device):
     from saerad.bundle import Bundle
-    from saerad.encoders import load_encoder
 
-    loaded = Bundle.load(bundle)
-    return loaded, load_encoder(loaded.encoder_spec, device=device)
+    loaded = Bundle.load(bundle, device=device)
+    return loaded, loaded.load_encoder(device)
 
 
 @app.command("intervene")
@@ -144,7 +143,7 @@ def figure_cmd(
 
     device = resolve_device(device)
     loaded, encoder = _load_parts(bundle, device)
-    model = model_for(diffusion if diffusion is not None else loaded, device)
+    model = model_for(loaded, device, directory=diffusion)
     xray = load_xray(image)
     descriptions = {}
     for i in feature:

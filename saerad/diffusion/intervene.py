@@ -224,16 +224,22 @@ def _cached_model(directory: str, device: str, mtime: float):
     return load_diffusion(directory, device=device)
 
 
-def model_for(bundle_or_dir: Bundle | str | os.PathLike, device: str | torch.device = AUTO) -> TokenConditionedUNet:
-    """The bundle's diffusion model on ``device`` (cached per directory and device)."""
-    directory = bundle_or_dir if isinstance(bundle_or_dir, (str, os.PathLike)) else bundle_or_dir.diffusion_dir
+def model_for(
+    bundle: Bundle, device: str | torch.device = AUTO, *, directory: str | os.PathLike | None = None
+) -> TokenConditionedUNet:
+    """The bundle's diffusion model (or the one in ``directory``) on ``device``, checked against the
+    bundle's SAE; cached per directory and device."""
+    if directory is None:
+        directory = bundle.diffusion_dir
     if directory is None:
         raise BundleError("this bundle has no diffusion model: interventions and localisation need one "
                           "(train one with `saerad train-diffusion` and add it to the bundle)")
     path = Path(directory).resolve()
     weights = path / "model.safetensors"
     mtime = weights.stat().st_mtime if weights.exists() else 0.0
-    return _cached_model(str(path), str(resolve_device(device)), mtime)
+    model = _cached_model(str(path), str(resolve_device(device)), mtime)
+    bundle.check_diffusion(model, path)
+    return model
 
 
 def run_intervention(
@@ -254,7 +260,7 @@ def run_intervention(
 
     ``diffusion_dir`` overrides the bundle's diffusion model (e.g. a freshly trained one).
     """
-    model = model_for(diffusion_dir if diffusion_dir is not None else bundle, device)
+    model = model_for(bundle, device, directory=diffusion_dir)
     edits = [Edit((int(i),), mode, strength) for i in features]
     add_level = dictionary_quantiles(bundle.dictionary, quantile) if mode == "add" else None
     result = intervene(model, bundle.sae, encoder, xray.pixels, edits, add_level=add_level, steps=steps,

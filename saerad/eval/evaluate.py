@@ -233,6 +233,8 @@ def _generate_with_bundle(bundle, studies: Sequence, out_dir: Path, *, device: s
     from saerad.pipeline import Reporter
 
     reporter = Reporter.from_bundle(bundle, device=device)
+    if tokens is not None:
+        reporter.bundle.check_tokens(tokens)
     cache = out_dir / "generated-model.jsonl"
     done: dict[str, str] = {}
     if cache.is_file():

@@ -84,3 +84,24 @@ def test_bundle_without_diffusion_is_refused(tmp_path, xray_png):
     bundle = Bundle.load(build_tiny_bundle(tmp_path / "plain"))
     with pytest.raises(BundleError):
         run_intervention(load_xray(xray_png), [0], "remove", 1.0, bundle, encoder=None, steps=2)
+
+
+def test_diffusion_model_of_another_token_width_is_refused(bundle_with_diffusion, tmp_path, xray_png):
+    from typer.testing import CliRunner
+
+    from saerad.bundle import Bundle
+    from saerad.cli import _register, app
+    from saerad.diffusion.intervene import model_for
+    from saerad.diffusion.model import TokenConditionedUNet, save_diffusion
+    from saerad.errors import BundleError
+
+    wrong = save_diffusion(TokenConditionedUNet.from_architecture("tiny", token_dim=D_IN + 8, resolution=16),
+                           tmp_path / "wrong")
+    with pytest.raises(BundleError, match=f"conditioned on {D_IN + 8}-d class tokens"):
+        model_for(Bundle.load(bundle_with_diffusion), "cpu", directory=wrong)
+    _register()
+    result = CliRunner().invoke(app, ["figure", str(xray_png), "--feature", "0", "--out", str(tmp_path / "f.png"),
+                                      "--bundle", str(bundle_with_diffusion), "--diffusion", str(wrong),
+                                      "--steps", "2", "--device", "cpu"])
+    assert result.exit_code != 0 and isinstance(result.exception, BundleError)
+    assert not (tmp_path / "f.png").exists()
