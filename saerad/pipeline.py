@@ -24,7 +24,7 @@ from saerad.report.select import FeatureSelector
 if TYPE_CHECKING:
     from saerad.encoders.base import ClassTokenEncoder
     from saerad.imaging import XRay
-    from saerad.report.llm_composer import LLMSettings
+    from saerad.llm import LLMSettings
 
 log = logging.getLogger(__name__)
 

@@ -2,14 +2,15 @@
 
 For each feature the model sees the reports of its top-activating images and, for contrast, reports
 of random images where it is inactive, and answers JSON ``{"finding": str | null, "shared": bool}``
-(validated with pydantic). Paid answers are precious, so:
+(validated with pydantic). The endpoint, its retries and JSON parsing are :mod:`saerad.llm`'s. Paid
+answers are precious, so:
 
 - every raw answer is written to an on-disk cache (``<cache_dir>/<sha256[:2]>/<sha256>.json``, keyed
   by the model and the exact request) atomically, the moment it arrives; a rerun or a resumed job
   reads the cache and makes no call;
-- 429s, 5xx, timeouts and connection errors are retried with exponential backoff (honouring a
-  ``Retry-After`` header); 401/403/404 abort the job with a :class:`ConfigError` (every call would
-  fail the same way); other errors and unparseable answers leave that one feature undescribed;
+- transient failures are retried by the SDK (:mod:`saerad.llm`); 401/403/404 abort the job with a
+  :class:`ConfigError` (every call would fail the same way); other errors and unparseable answers
+  leave that one feature undescribed;
 - at most ``max_concurrency`` calls are in flight (threads).
 
 Report text is never logged at INFO (feature ids and status codes only).
@@ -20,40 +21,28 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
-import re
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pydantic import BaseModel, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel
 
 from saerad.errors import ConfigError
 from saerad.fileio import atomic_write_text
 from saerad.labeling.base import Describer, Description, FeatureEvidence
 from saerad.labeling.text import MAX_WORDS, normalize_statement, truncate_words
+from saerad.llm import EndpointError, LLMSettings, ReplyError, complete, make_client, parse_json
 
 log = logging.getLogger(__name__)
 
 
-class LLMSettings(BaseSettings):
-    """Endpoint and limits; every field can come from ``SAERAD_LLM_<FIELD>`` (e.g. ``SAERAD_LLM_BASE_URL``)."""
+class DescriberSettings(LLMSettings):
+    """The endpoint (:class:`~saerad.llm.LLMSettings`) plus the describer's own knobs, also read from
+    ``SAERAD_LLM_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="SAERAD_LLM_", extra="ignore")
-
-    base_url: str | None = None  # None: the OpenAI API
-    model: str = "gpt-4o-mini"
-    api_key: SecretStr = SecretStr("not-needed")  # local servers accept anything
-    timeout: float = 60.0
     max_concurrency: int = 4
-    max_retries: int = 5
-    backoff_initial: float = 1.0
-    backoff_max: float = 60.0
-    temperature: float = 0.0
-    max_tokens: int = 200
     json_mode: bool = True  # ask for response_format=json_object (vLLM, Ollama, llama.cpp, OpenAI know it)
     max_report_chars: int = 1200  # per report in the prompt (case notes can be long)
     cache_dir: Path = Path.home() / ".cache" / "saerad" / "llm"
@@ -79,11 +68,6 @@ _INSTRUCTIONS = (
     'Answer with JSON only: {"finding": "<statement>", "shared": true} or {"finding": null, "shared": false}.'
 )
 
-_RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
-_FATAL_STATUS = frozenset({401, 403, 404})
-_JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
-
-
 def build_messages(evidence: FeatureEvidence, max_report_chars: int) -> list[dict[str, str]]:
     def block(label: str, reports: Sequence[str]) -> str:
         lines = [f"Group {label}:"]
@@ -102,14 +86,10 @@ def build_messages(evidence: FeatureEvidence, max_report_chars: int) -> list[dic
 
 def parse_answer(content: str | None) -> LLMAnswer | None:
     """The model's JSON answer, tolerating code fences or prose around one object; None if invalid."""
-    if not content:
+    try:
+        return parse_json(content, LLMAnswer)
+    except ReplyError:
         return None
-    for candidate in (content.strip(), *(_JSON_OBJECT.findall(content)[:1])):
-        try:
-            return LLMAnswer.model_validate(json.loads(candidate))
-        except (json.JSONDecodeError, ValidationError, TypeError):
-            continue
-    return None
 
 
 class AnswerCache:
@@ -141,14 +121,14 @@ class LLMDescriber(Describer):
     needs_contrast = True
 
     def __init__(self, settings: LLMSettings | None = None, *, client=None, **overrides) -> None:
-        base = settings or LLMSettings()
-        self.settings = LLMSettings(**{**base.model_dump(), **overrides}) if overrides else base
+        base = settings.model_dump() if settings is not None else {}
+        self.settings = DescriberSettings(**{**base, **overrides})
         if self.settings.max_concurrency < 1:
             raise ConfigError("SAERAD_LLM_MAX_CONCURRENCY must be at least 1")
         self.cache = AnswerCache(self.settings.cache_dir)
         self._client = client
         self._lock = threading.Lock()
-        self.calls = 0  # HTTP requests actually sent (retries included)
+        self.calls = 0  # requests sent (the SDK may retry each)
 
     def config(self) -> dict:
         s = self.settings
@@ -164,12 +144,7 @@ class LLMDescriber(Describer):
     def client(self):
         with self._lock:  # one client (one connection pool) shared by the worker threads
             if self._client is None:
-                import openai
-
-                s = self.settings
-                self._client = openai.OpenAI(
-                    base_url=s.base_url, api_key=s.api_key.get_secret_value(), timeout=s.timeout, max_retries=0
-                )
+                self._client = make_client(self.settings)
             return self._client
 
     def request_for(self, evidence: FeatureEvidence) -> dict:
@@ -220,45 +195,11 @@ class LLMDescriber(Describer):
         return Description(fid, truncate_words(text, MAX_WORDS), {"cached": cached})
 
     def _call(self, fid: int, request: dict) -> tuple[str | None, str]:
-        """(content, status). Retries transient failures; raises ConfigError on auth/model errors."""
-        import openai
-
-        s = self.settings
-        delay = s.backoff_initial
-        status = "no attempt"
-        for attempt in range(s.max_retries + 1):
-            wait = None
-            try:
-                with self._lock:
-                    self.calls += 1
-                response = self.client.chat.completions.create(**request)
-                return (response.choices[0].message.content or ""), "ok"
-            except openai.APIStatusError as exc:
-                status = str(exc.status_code)
-                if exc.status_code in _FATAL_STATUS:
-                    raise ConfigError(
-                        f"LLM endpoint refused the request ({exc.status_code}): check SAERAD_LLM_BASE_URL, "
-                        "SAERAD_LLM_MODEL and SAERAD_LLM_API_KEY"
-                    ) from None
-                if exc.status_code < 500 and exc.status_code not in _RETRYABLE_STATUS:
-                    log.warning("feature %d: LLM request rejected (%s)", fid, status)
-                    return None, status
-                wait = _retry_after(exc.response)
-            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-                status = type(exc).__name__
-            if attempt == s.max_retries:
-                break
-            sleep = min(wait if wait is not None else delay * (1 + random.random() * 0.25), s.backoff_max)
-            log.info("feature %d: LLM call failed (%s), retry %d in %.1fs", fid, status, attempt + 1, sleep)
-            time.sleep(sleep)
-            delay = min(delay * 2, s.backoff_max)
-        log.warning("feature %d: LLM call failed after %d attempts (%s)", fid, s.max_retries + 1, status)
-        return None, status
-
-
-def _retry_after(response) -> float | None:
-    try:
-        value = response.headers.get("retry-after")
-        return max(float(value), 0.0) if value is not None else None
-    except (AttributeError, TypeError, ValueError):
-        return None
+        """(content, status); raises ConfigError on auth/model errors (see :func:`saerad.llm.complete`)."""
+        with self._lock:
+            self.calls += 1
+        try:
+            return complete(self.client, request), "ok"
+        except EndpointError as exc:
+            log.warning("feature %d: LLM call failed (%s)", fid, exc.status)
+            return None, exc.status

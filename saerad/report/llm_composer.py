@@ -1,7 +1,8 @@
 """Optional LLM composer: rephrases the deterministic findings, and may do nothing else.
 
-Any OpenAI-compatible chat endpoint works (OpenAI, vLLM, Ollama, llama.cpp server) through the
-``openai`` client. The model sees the numbered deterministic sentences and must return JSON
+Any OpenAI-compatible chat endpoint works (OpenAI, vLLM, Ollama, llama.cpp server) through
+:mod:`saerad.llm` (its settings, retries and JSON parsing are shared with the LLM describer). The
+model sees the numbered deterministic sentences and must return JSON
 sentences, each naming the numbered sentences it rephrases. The reply is accepted only if
 
 - it parses and validates (pydantic),
@@ -14,15 +15,18 @@ reason a finding appears in a report.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from saerad.labeling.llm import LLMSettings  # one endpoint configuration (SAERAD_LLM_*) for describer and composer
-from saerad.report.composer import Composition, Labeler, default_labeler
+from saerad.errors import SaeradError
+from saerad.llm import LLMSettings, ReplyError, complete, make_client, parse_json
+from saerad.report.composer import Composition
 from saerad.report.schema import FeatureRef, Sentence
+
+if TYPE_CHECKING:
+    from saerad.radtext import Labeler
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +73,10 @@ def rephrase(
     if not composition.sentences:
         return composition
     settings = settings or LLMSettings()
-    labeler = labeler or default_labeler()
+    if labeler is None:
+        from saerad.radtext import label_report
+
+        labeler = label_report
     try:
         if client is None:
             client = _client(settings)
@@ -86,38 +93,25 @@ def rephrase(
 
 
 def _client(settings: LLMSettings):
-    key = settings.api_key.get_secret_value()
-    if not settings.base_url and key in ("", "not-needed"):
+    if not settings.configured():
         raise RejectedRewrite("no LLM endpoint configured: SAERAD_LLM_BASE_URL (or SAERAD_LLM_API_KEY) is not set")
-    import openai
-
-    return openai.OpenAI(
-        base_url=settings.base_url,
-        api_key=key,
-        timeout=settings.timeout,
-        max_retries=settings.max_retries,
-    )
+    return make_client(settings)
 
 
 def _ask(client, settings: LLMSettings, texts: list[str]) -> _Reply:
     numbered = "\n".join(f"{i + 1}. {t}" for i, t in enumerate(texts))
+    request = {
+        "model": settings.model,
+        "temperature": settings.temperature,
+        "max_tokens": max(settings.max_tokens, 80 * len(texts)),
+        "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": numbered}],
+    }
     try:
-        response = client.chat.completions.create(
-            model=settings.model,
-            temperature=settings.temperature,
-            max_tokens=max(settings.max_tokens, 80 * len(texts)),
-            messages=[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": numbered}],
-        )
-        content = response.choices[0].message.content or ""
-    except Exception as exc:  # the endpoint is optional: any transport or API error means fall back
-        raise RejectedRewrite(f"endpoint error: {type(exc).__name__}") from exc
-    match = re.search(r"\{.*\}", content, flags=re.DOTALL)
-    if match is None:
-        raise RejectedRewrite("reply holds no JSON object")
-    try:
-        return _Reply.model_validate(json.loads(match.group(0)))
-    except (json.JSONDecodeError, ValidationError) as exc:
-        raise RejectedRewrite(f"reply does not match the schema: {type(exc).__name__}") from exc
+        return parse_json(complete(client, request), _Reply)
+    except SaeradError as exc:  # the endpoint is optional: a refused or failed call means fall back
+        raise RejectedRewrite(f"endpoint error: {exc}") from exc
+    except ReplyError as exc:
+        raise RejectedRewrite(str(exc)) from exc
 
 
 def _check(reply: _Reply, originals: list[Sentence], labeler: Labeler) -> list[Sentence]:

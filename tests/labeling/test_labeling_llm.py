@@ -2,87 +2,36 @@
 
 import json
 import logging
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import sys
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
+from chat_server import ChatServer  # noqa: E402
 
 from saerad.errors import ConfigError
 from saerad.labeling import build_dictionary
 from saerad.labeling.base import FeatureEvidence
-from saerad.labeling.llm import LLMDescriber, LLMSettings, build_messages, parse_answer
+from saerad.labeling.llm import DescriberSettings, LLMDescriber, build_messages, parse_answer
+from saerad.llm import LLMSettings
 
 EFFUSION = ("Small right pleural effusion. Heart size normal.", "Moderate right pleural effusion with atelectasis.")
 CARDIO = ("Marked cardiomegaly. Lungs are clear.", "The heart is enlarged. No effusion.")
 GARBLED = ("Sternotomy wires are intact. Mild degenerative spine.", "Median sternotomy. Clear lungs.")
 
 
-class ChatServer:
-    """Scripted chat-completions endpoint. ``script(prompt, n_seen) -> (status, content|None, headers)``
-    where ``n_seen`` counts earlier requests with the same prompt."""
-
-    def __init__(self, script):
-        self.script = script
-        self.requests: list[dict] = []
-        self.seen: dict[str, int] = {}
-        self.in_flight = self.max_in_flight = 0
-        self.delay = 0.0
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output quiet
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                prompt = body["messages"][-1]["content"]
-                with outer.lock:
-                    outer.requests.append(body)
-                    n = outer.seen.get(prompt, 0)
-                    outer.seen[prompt] = n + 1
-                    outer.in_flight += 1
-                    outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
-                try:
-                    time.sleep(outer.delay)
-                    status, content, headers = outer.script(prompt, n)
-                    payload = (
-                        {"id": "c1", "object": "chat.completion", "created": 0, "model": body["model"],
-                         "choices": [{"index": 0, "finish_reason": "stop",
-                                      "message": {"role": "assistant", "content": content}}]}
-                        if status == 200 else {"error": {"message": "scripted failure", "type": "server_error"}}
-                    )
-                    data = json.dumps(payload).encode()
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    for k, v in headers.items():
-                        self.send_header(k, v)
-                    self.end_headers()
-                    self.wfile.write(data)
-                finally:
-                    with outer.lock:
-                        outer.in_flight -= 1
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def answer(finding, shared=True):
     return json.dumps({"finding": finding, "shared": shared})
+
+
+RETRY_SOON = {"retry-after-ms": "10"}  # honoured by the openai SDK's retries: keeps the tests fast
 
 
 def default_script(prompt, n):
     group_a = prompt.split("Group A:")[1].split("Group B:")[0]
     if "cardiomegaly" in group_a.lower():
-        return (500, None, {}) if n == 0 else (200, answer("Enlarged cardiac silhouette."), {})
+        return (500, None, RETRY_SOON) if n == 0 else (200, answer("Enlarged cardiac silhouette."), {})
     if "sternotomy" in group_a.lower():
         return 200, "The shared finding is a sternotomy, I think.", {}
     if "effusion" in group_a.lower():
@@ -98,8 +47,8 @@ def server():
 
 
 def describer_for(server, tmp_path, **kw):
-    settings = LLMSettings(base_url=server.url, model="test-model", api_key="k", cache_dir=tmp_path / "cache",
-                           backoff_initial=0.01, backoff_max=0.05, max_retries=3, timeout=10, max_concurrency=2)
+    settings = DescriberSettings(base_url=server.base_url, model="test-model", api_key="k", cache_dir=tmp_path / "cache",
+                                 max_retries=3, timeout=10, max_concurrency=2)
     return LLMDescriber(settings, **kw)
 
 
@@ -137,10 +86,10 @@ def test_prompt_has_top_and_contrast_reports_and_asks_for_json(server, tmp_path)
 def test_rate_limit_is_retried_and_persistent_errors_leave_the_feature_undescribed(tmp_path):
     def script(prompt, n):
         if "cardiomegaly" in prompt.lower().split("group b:")[0]:
-            return 503, None, {}
+            return 503, None, RETRY_SOON
         if "sternotomy" in prompt.lower().split("group b:")[0]:
             return 400, None, {}
-        return (429, None, {"Retry-After": "0"}) if n < 2 else (200, answer("pleural effusion"), {})
+        return (429, None, {"Retry-After": "0.01"}) if n < 2 else (200, answer("pleural effusion"), {})
 
     srv = ChatServer(script)
     try:
@@ -151,6 +100,7 @@ def test_rate_limit_is_retried_and_persistent_errors_leave_the_feature_undescrib
     assert out[1].text is None and "503" in out[1].info["reason"]
     assert out[2].text is None and "400" in out[2].info["reason"]
     assert sum(1 for r in srv.requests if "Marked cardiomegaly" in r["messages"][-1]["content"].split("Group B:")[0]) == 4
+    assert sum(1 for r in srv.requests if "Sternotomy" in r["messages"][-1]["content"].split("Group B:")[0]) == 1
     assert not list((tmp_path / "cache").rglob("*.json"))[1:]  # only the one real answer is cached
 
 
@@ -176,11 +126,13 @@ def test_settings_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("SAERAD_LLM_MODEL", "local-model")
     monkeypatch.setenv("SAERAD_LLM_MAX_CONCURRENCY", "7")
     monkeypatch.setenv("SAERAD_LLM_API_KEY", "secret-key")
-    s = LLMSettings()
+    s = DescriberSettings()
     assert (s.base_url, s.model, s.max_concurrency) == ("http://127.0.0.1:9/v1", "local-model", 7)
     assert "secret-key" not in repr(s)
     d = LLMDescriber(cache_dir=tmp_path, timeout=3)
-    assert d.settings.model == "local-model" and d.settings.timeout == 3
+    assert d.settings.model == "local-model" and d.settings.timeout == 3 and d.settings.max_concurrency == 7
+    shared = LLMDescriber(LLMSettings(model="from-the-composer-settings"), cache_dir=tmp_path)  # one endpoint config
+    assert shared.settings.model == "from-the-composer-settings" and shared.settings.base_url == "http://127.0.0.1:9/v1"
     assert "secret-key" not in json.dumps(d.config())
     with pytest.raises(ConfigError):
         LLMDescriber(max_concurrency=0)

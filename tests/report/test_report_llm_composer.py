@@ -8,8 +8,9 @@ import pytest
 from chat_server import ChatServer
 from test_report_composer import ref, stub_labeler
 
+from saerad.llm import LLMSettings
 from saerad.report.composer import compose
-from saerad.report.llm_composer import LLMSettings, rephrase
+from saerad.report.llm_composer import rephrase
 
 
 @pytest.fixture
@@ -65,3 +66,14 @@ def test_unconfigured_or_unreachable_endpoint_falls_back():
     dead = LLMSettings(base_url="http://127.0.0.1:9/v1", model="m", timeout=1, max_retries=0)
     out = rephrase(_draft(), settings=dead, labeler=stub_labeler)
     assert "endpoint error" in out.notes[-1]
+
+
+def test_endpoint_failure_falls_back_after_the_sdks_retries():
+    with ChatServer(lambda prompt, n: (500, None, {"retry-after-ms": "5"})) as server:
+        settings = LLMSettings(base_url=server.base_url, model="test-model", timeout=5, max_retries=1)
+        draft = _draft()
+        out = rephrase(draft, settings=settings, labeler=stub_labeler)
+        assert len(server.requests) == 2
+    assert out.composer == "deterministic (llm fallback)"
+    assert [s.text for s in out.sentences] == [s.text for s in draft.sentences]
+    assert any("endpoint error" in n and "500" in n for n in out.notes)
