@@ -291,7 +291,7 @@ def _dictionary(cfg: BuildConfig, split: Partition, paths: _Paths) -> None:
 
 
 def _describer(cfg: BuildConfig, paths: _Paths):
-    from saerad.labeling.base import make_describer
+    from saerad.labeling.describers import make_describer
 
     options = cfg.describer_options if cfg.describer == "extractive" else {"cache_dir": paths.llm_cache, **cfg.describer_options}
     try:

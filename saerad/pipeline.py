@@ -17,7 +17,8 @@ import torch
 from saerad.bundle import Bundle
 from saerad.devices import AUTO, resolve_device
 from saerad.errors import ConfigError
-from saerad.report.composer import Composition, Labeler, compose, default_labeler
+from saerad.radtext import Labeler, label_report
+from saerad.report.composer import Composition, compose
 from saerad.report.schema import GroundedReport, ImageInfo
 from saerad.report.select import FeatureSelector
 
@@ -56,7 +57,7 @@ class Reporter:
         self.device = bundle.sae.W_enc.device if device is None else resolve_device(device)
         self.composer = composer
         self.llm_settings = llm_settings
-        self.labeler = labeler or default_labeler()
+        self.labeler = labeler or label_report
         self.selector = FeatureSelector.from_parts(bundle.dictionary, bundle.sae)
         self.defaults = bundle.manifest.report
 

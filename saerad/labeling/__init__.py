@@ -5,7 +5,8 @@
 the default) and ``llm`` (OpenAI-compatible endpoint, settings from ``SAERAD_LLM_*``).
 """
 
-from saerad.labeling.base import Describer, Description, FeatureEvidence, make_describer
+from saerad.labeling.base import Describer, Description, FeatureEvidence
+from saerad.labeling.describers import make_describer
 from saerad.labeling.dictionary import (
     FeatureDictionary,
     FeatureStats,

@@ -8,17 +8,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-
-Labeler = Callable[[str], Mapping[str, int | None]]
-
-
-def default_labeler() -> Labeler:
-    """The shared CheXpert-style rule labeller of :mod:`saerad.radtext` (imported on first use)."""
-    from saerad.radtext import label_report
-
-    return label_report
 
 
 @dataclass(frozen=True)
@@ -55,21 +46,6 @@ class Describer(ABC):
     def config(self) -> dict:
         """JSON-able settings recorded in the dictionary's meta (no secrets)."""
         return {"name": self.name}
-
-
-def make_describer(name: str, **options) -> Describer:
-    """``"extractive"`` (offline, deterministic) or ``"llm"`` (OpenAI-compatible endpoint)."""
-    from saerad.errors import ConfigError
-
-    if name == "extractive":
-        from saerad.labeling.extractive import ExtractiveDescriber
-
-        return ExtractiveDescriber(**options)
-    if name == "llm":
-        from saerad.labeling.llm import LLMDescriber
-
-        return LLMDescriber(**options)
-    raise ConfigError(f"unknown describer {name!r}: use 'extractive' or 'llm'")
 
 
 def shared_labels(

@@ -14,12 +14,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from saerad.labeling.base import Describer, FeatureEvidence, Labeler, default_labeler, make_describer, shared_labels
+from saerad.labeling.base import Describer, FeatureEvidence, shared_labels
+from saerad.labeling.describers import make_describer
 from saerad.labeling.dictionary import FeatureDictionary, FeatureStats, TopImage
 from saerad.labeling.label_driven import CANONICAL
 from saerad.labeling.scoring import HeldOutReports, score_descriptions
 from saerad.labeling.stats import DEFAULT_QUANTILES, compute_activation_stats, model_device, sparse_activations
 from saerad.labeling.text import Splitter
+from saerad.radtext import Labeler, label_report
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,7 @@ def build_dictionary(
     opts = BuildOptions(**options)
     train = _originals(train)
     held_out = _originals(held_out) if held_out is not None else None
-    labeler = labeler or default_labeler()
+    labeler = labeler or label_report
     describer = _resolve_describer(describer, labeler, splitter)
     by_image = {iid: s for s in studies for iid in s.image_ids}
     ids = list(train.ids)

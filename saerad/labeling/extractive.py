@@ -37,8 +37,9 @@ from functools import lru_cache
 import numpy as np
 from scipy.stats import binom
 
-from saerad.labeling.base import Describer, Description, FeatureEvidence, Labeler, default_labeler
+from saerad.labeling.base import Describer, Description, FeatureEvidence
 from saerad.labeling.text import MAX_NGRAM, MAX_WORDS, Splitter, report_keys, truncate_words
+from saerad.radtext import Labeler, label_report
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class ExtractiveDescriber(Describer):
     @property
     def labeler(self) -> Labeler:
         if self._labeler is None:
-            self._labeler = default_labeler()
+            self._labeler = label_report
         return self._labeler
 
     def _keys(self, text: str) -> frozenset[str]:

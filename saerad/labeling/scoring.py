@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import rankdata
 
-from saerad.labeling.base import Labeler
 from saerad.labeling.text import Splitter, normalize_statement, report_keys
+from saerad.radtext import Labeler
 
 NO_FINDING = "No Finding"
 _NORMALITY = re.compile(

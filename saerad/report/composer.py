@@ -19,13 +19,15 @@ keeps the features of every statement it absorbed).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from saerad.report.anatomy import Region, region_of
 from saerad.report.schema import FeatureRef, Sentence
 
-Labeler = Callable[[str], Mapping[str, int | None]]
+if TYPE_CHECKING:
+    from saerad.radtext import Labeler
 
 POSITIVE, NEGATIVE, UNCERTAIN = 1, 0, -1
 _STRENGTH = {POSITIVE: 3, UNCERTAIN: 2, NEGATIVE: 1}
@@ -42,13 +44,6 @@ _STOPWORDS = frozenset("a an the of in on at is are was were with and or to ther
 _SIDES = frozenset({"left", "right", "bilateral", "bibasilar", "unilateral"})
 _MERGE_OVERLAP_LABELLED = 0.5
 _MERGE_OVERLAP_UNLABELLED = 0.8
-
-
-def default_labeler() -> Labeler:
-    """The shared CheXpert-style rule labeller (imported lazily: it compiles its rules on import)."""
-    from saerad.radtext import label_report
-
-    return label_report
 
 
 @dataclass
@@ -130,8 +125,13 @@ def compose(features: Sequence[FeatureRef], *, labeler: Labeler | None = None) -
     """Compose a findings section from ranked features (most salient first).
 
     Features without a description contribute nothing (they stay in the report's feature list).
+    ``labeler`` defaults to :func:`saerad.radtext.label_report` (imported here, on first use: it
+    compiles its rules on import and the schema should stay cheap to import).
     """
-    labeler = labeler or default_labeler()
+    if labeler is None:
+        from saerad.radtext import label_report
+
+        labeler = label_report
     statements = _statements(features, labeler)
     notes: list[str] = []
     statements, merged = _deduplicate(statements)
