@@ -3,7 +3,9 @@
 Clients (and the schema fuzzer) rely on two promises: a bad request is a 4xx with a machine-readable
 ``code``, and a server fault is a generic 500 whose body says nothing about the input. Library errors
 (:class:`saerad.errors.SaeradError`) already carry ``code`` and ``http_status``; the few conditions
-only the service knows (queue full, not ready, ...) are subclasses of it here so one handler maps all.
+only the service knows (queue full, not ready, ...) are subclasses of it here, so each code and
+status is written once: the exception handler and the pure-ASGI middleware (which answers before
+FastAPI runs) both build their bodies from these classes.
 Validation errors are rewritten without pydantic's ``input`` echo, which could repeat uploaded data.
 """
 
@@ -91,6 +93,10 @@ def error_response(status: int, code: str, message: str, *, headers: dict[str, s
     return JSONResponse(error_body(code, message, **extra), status_code=status, headers=headers)
 
 
+def service_error_response(exc: ServiceError) -> JSONResponse:
+    return error_response(exc.http_status, exc.code, exc.message, headers=exc.headers or None)
+
+
 INTERNAL_ERROR_BODY = error_body("internal_error", "internal server error; see the server log (request id)")
 
 ERROR_SCHEMA = {
@@ -137,12 +143,10 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     ctype = request.headers.get("content-type", "")
     if _multipart_expected(request) and not ctype.lower().startswith("multipart/form-data"):
-        return error_response(
-            415,
-            "unsupported_media_type",
+        return service_error_response(UnsupportedMediaTypeError(
             "send the image as multipart/form-data with a 'file' part "
-            f"(got content type {ctype.split(';')[0][:80]!r})",
-        )
+            f"(got content type {ctype.split(';')[0][:80]!r})"
+        ))
     details = [
         {"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))}
         for err in exc.errors()

@@ -19,7 +19,13 @@ from fastapi import HTTPException
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from saerad.service.errors import INTERNAL_ERROR_BODY, error_body
+from saerad.service.errors import (
+    INTERNAL_ERROR_BODY,
+    PayloadTooLargeError,
+    ServiceError,
+    UnauthorizedError,
+    error_body,
+)
 from saerad.service.logs import request_id_var
 
 log = logging.getLogger("saerad.service")
@@ -43,6 +49,12 @@ async def send_json(send: Send, status: int, body: dict, headers: list[tuple[byt
         }
     )
     await send({"type": "http.response.body", "body": payload})
+
+
+async def send_error(send: Send, exc: ServiceError) -> None:
+    """Answer with ``exc``'s status, JSON body and headers (the middleware runs before FastAPI's handlers)."""
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
+    await send_json(send, exc.http_status, error_body(exc.code, exc.message), headers)
 
 
 class RequestContextMiddleware:
@@ -137,12 +149,9 @@ class ApiKeyMiddleware:
             if auth[:7].lower() == "bearer ":
                 given = auth[7:].strip()
         if given is None or not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self.key):
-            await send_json(
-                send,
-                401,
-                error_body("unauthorized", "missing or wrong API key (header X-API-Key)"),
-                [(b"www-authenticate", b'ApiKey header="X-API-Key"')],
-            )
+            await send_error(send, UnauthorizedError(
+                "missing or wrong API key (header X-API-Key)", headers={"WWW-Authenticate": 'ApiKey header="X-API-Key"'}
+            ))
             return
         await self.app(scope, receive, send)
 
@@ -158,8 +167,9 @@ class BodySizeLimitMiddleware:
         self.app = app
         self.max_bytes = max_bytes
 
-    def _too_large_body(self) -> dict:
-        return error_body("payload_too_large", f"request body exceeds the limit of {self.max_bytes} bytes")
+    def _too_large(self) -> PayloadTooLargeError:
+        return PayloadTooLargeError(f"request body exceeds the limit of {self.max_bytes} bytes",
+                                    headers={"Connection": "close"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -167,7 +177,7 @@ class BodySizeLimitMiddleware:
             return
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await send_json(send, 413, self._too_large_body(), [(b"connection", b"close")])
+            await send_error(send, self._too_large())
             return
 
         state = {"total": 0, "tripped": False, "started": False}
@@ -187,7 +197,7 @@ class BodySizeLimitMiddleware:
             if state["tripped"]:
                 if message["type"] == "http.response.start" and not state["started"]:
                     state["started"] = True
-                    await send_json(send, 413, self._too_large_body(), [(b"connection", b"close")])
+                    await send_error(send, self._too_large())
                 return  # swallow whatever the app wanted to send instead
             if message["type"] == "http.response.start":
                 state["started"] = True
@@ -200,4 +210,4 @@ class BodySizeLimitMiddleware:
                 raise
             if not state["started"]:
                 state["started"] = True
-                await send_json(send, 413, self._too_large_body(), [(b"connection", b"close")])
+                await send_error(send, self._too_large())

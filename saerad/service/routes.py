@@ -33,7 +33,7 @@ from saerad.service.models import (
 
 if TYPE_CHECKING:
     from saerad.imaging import XRay
-    from saerad.service.app import ServiceState
+    from saerad.service.state import ServiceState
 
 router = APIRouter()
 
