@@ -91,9 +91,8 @@ def intervene_cmd(
     from PIL import Image
 
     from saerad.devices import resolve_device
-    from saerad.diffusion.figure import to_uint8
     from saerad.diffusion.intervene import run_intervention
-    from saerad.diffusion.maps import overlay
+    from saerad.diffusion.maps import overlay, to_uint8
     from saerad.fileio import atomic_write_json
     from saerad.imaging import load_xray
 

@@ -8,9 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-
-def to_uint8(image01: np.ndarray) -> np.ndarray:
-    return (np.clip(np.asarray(image01, dtype=np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+from saerad.diffusion.maps import to_uint8
 
 
 def image_grid(rows: Sequence[Sequence[np.ndarray]], *, pad: int = 2) -> Image.Image:

@@ -142,7 +142,17 @@ def overlay(image01: np.ndarray, heat: np.ndarray, boxes: list[dict[str, float]]
     return out
 
 
-def png_bytes(image: Image.Image) -> bytes:
+def to_uint8(image01: np.ndarray) -> np.ndarray:
+    """[0, 1] floats (values outside clipped, NaN as 0) -> uint8 display levels."""
+    return (np.clip(np.nan_to_num(np.asarray(image01, dtype=np.float32)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def png_bytes(image: Image.Image | np.ndarray) -> bytes:
+    """PNG file bytes of a PIL image, or of an array: gray (H, W) or RGB(A) (H, W, C), uint8 as it is,
+    anything else read as [0, 1] (:func:`to_uint8`)."""
+    if not isinstance(image, Image.Image):
+        array = np.asarray(image)
+        image = Image.fromarray(array if array.dtype == np.uint8 else to_uint8(array))
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=True)
     return buf.getvalue()

@@ -52,7 +52,7 @@ KEEP_CHECKPOINTS = 2
 
 
 @dataclass
-class TrainConfig:
+class DiffusionTrainConfig:
     """Hyper-parameters. ``max_minutes`` stops a run early (after a checkpoint): resume later."""
 
     resolution: int = 128
@@ -85,19 +85,19 @@ class TrainConfig:
 
 # Presets: "tiny" for tests, "cpu" = the smallest useful model (trained on one CPU core here),
 # "gpu" = a larger model for a real GPU run.
-PRESETS: dict[str, TrainConfig] = {
-    "tiny": TrainConfig(
+PRESETS: dict[str, DiffusionTrainConfig] = {
+    "tiny": DiffusionTrainConfig(
         resolution=32, architecture="tiny", steps=40, batch_size=4, lr=1e-3, warmup_steps=5,
         ema_decay=0.9, checkpoint_every=20, sample_every=0, sample_steps=10, log_every=5,
     ),
-    "cpu": TrainConfig(resolution=128, architecture="small", steps=4000, batch_size=8, lr=3e-4, warmup_steps=100,
+    "cpu": DiffusionTrainConfig(resolution=128, architecture="small", steps=4000, batch_size=8, lr=3e-4, warmup_steps=100,
                        ema_decay=0.998, checkpoint_every=200, sample_every=500, cpu_bf16=True),
-    "gpu": TrainConfig(resolution=128, architecture="base", steps=60_000, batch_size=64, lr=1e-4,
+    "gpu": DiffusionTrainConfig(resolution=128, architecture="base", steps=60_000, batch_size=64, lr=1e-4,
                        warmup_steps=1000, ema_decay=0.9999, checkpoint_every=2000, sample_every=5000),
 }
 
 
-def preset(name: str, **overrides: Any) -> TrainConfig:
+def preset(name: str, **overrides: Any) -> DiffusionTrainConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown training preset {name!r}; choose one of {sorted(PRESETS)}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -187,14 +187,14 @@ def write_sample_grid(model: TokenConditionedUNet, pairs: PairedImages, path: Pa
 # ---------------------------------------------------------------------------- training
 
 
-def _lr_at(cfg: TrainConfig, step: int) -> float:
+def _lr_at(cfg: DiffusionTrainConfig, step: int) -> float:
     return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
 
 
 def train_diffusion(
     pairs: PairedImages,
     out_dir: str | Path,
-    cfg: TrainConfig,
+    cfg: DiffusionTrainConfig,
     *,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -311,11 +311,11 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
         e.copy_(b)
 
 
-def _config_json(cfg: TrainConfig) -> dict[str, Any]:
+def _config_json(cfg: DiffusionTrainConfig) -> dict[str, Any]:
     return asdict(cfg)
 
 
-def _check_compatible(saved: dict[str, Any], cfg: TrainConfig) -> None:
+def _check_compatible(saved: dict[str, Any], cfg: DiffusionTrainConfig) -> None:
     """A resume must not silently change what the checkpoint was trained as."""
     for key in ("resolution", "architecture", "batch_size", "seed", "cond_dropout", "lr", "warmup_steps"):
         if saved.get(key) != getattr(cfg, key):
@@ -325,7 +325,7 @@ def _check_compatible(saved: dict[str, Any], cfg: TrainConfig) -> None:
             )
 
 
-def export(ema: TokenConditionedUNet, directory: Path, cfg: TrainConfig, pairs: PairedImages,
+def export(ema: TokenConditionedUNet, directory: Path, cfg: DiffusionTrainConfig, pairs: PairedImages,
            state: dict[str, Any]) -> None:
     """Write the shipping model (EMA weights, fp16) with the metadata the bundle manifest reports."""
     device = next(ema.parameters()).device

@@ -9,7 +9,6 @@ as a PNG path or a ``data:`` URI; both are read into the store so the result out
 from __future__ import annotations
 
 import base64
-import io
 import logging
 import time
 from pathlib import Path
@@ -31,34 +30,18 @@ def job_link(job_id: str, name: str) -> str:
     return f"/v1/jobs/{job_id}/{name}.png"
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-    """float [0,1] gray (H,W) or RGB(A) (H,W,C) array, or uint8 -> PNG bytes."""
+def heatmap_bytes(ref: Any) -> bytes | None:
+    """A heatmap (or any picture) as PNG bytes from a data URI, a file path, raw bytes, an array or a PIL image."""
     from PIL import Image
 
-    arr = np.asarray(image)
-    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
-        arr = np.moveaxis(arr, 0, -1)  # CHW -> HWC
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.dtype != np.uint8:
-        arr = (np.clip(np.nan_to_num(arr.astype(np.float32)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
+    from saerad.diffusion.maps import png_bytes
 
-
-def heatmap_bytes(ref: Any) -> bytes | None:
-    """A heatmap as PNG bytes from a data URI, a file path, raw bytes or an array."""
     if ref is None:
         return None
     if isinstance(ref, (bytes, bytearray)):
         return bytes(ref)
-    if isinstance(ref, np.ndarray):
+    if isinstance(ref, (np.ndarray, Image.Image)):
         return png_bytes(ref)
-    if hasattr(ref, "save") and hasattr(ref, "mode"):  # a PIL image
-        buf = io.BytesIO()
-        ref.save(buf, format="PNG")
-        return buf.getvalue()
     text = str(ref)
     if text.startswith("data:"):
         _, _, payload = text.partition(",")

@@ -68,3 +68,23 @@ def test_composition_and_feature_effect():
     eff = feature_effect(before, after, [0], "remove")
     assert eff["moved"] and eff["share"] == pytest.approx(0.9 / 1.0)
     assert not feature_effect(before, after, [0], "add")["moved"]
+
+
+def test_png_bytes_of_arrays_and_pictures():
+    import io
+
+    from PIL import Image
+
+    from saerad.diffusion.maps import data_uri, png_bytes
+
+    def decoded(data: bytes) -> np.ndarray:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im)
+
+    gray = np.array([[0.0, 0.5], [1.0, 2.0]], dtype=np.float32)  # [0, 1] floats, clipped above
+    assert decoded(png_bytes(gray)).tolist() == [[0, 128], [255, 255]]
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)  # uint8 as it is
+    assert np.array_equal(decoded(png_bytes(rgb)), rgb)
+    picture = Image.fromarray(rgb)
+    assert np.array_equal(decoded(png_bytes(picture)), rgb)
+    assert data_uri(picture).startswith("data:image/png;base64,")
