@@ -423,41 +423,6 @@ def write_bundle(
     return _stage(Path(out), fill, overwrite=overwrite)
 
 
-def update_bundle(
-    path: str | os.PathLike,
-    *,
-    diffusion_dir: str | os.PathLike | None = None,
-    diffusion: DiffusionEntry | None = None,
-    out: str | os.PathLike | None = None,
-    **changes: Any,
-) -> Path:
-    """Copy a valid bundle with a new diffusion model and/or manifest fields (e.g. ``version``).
-
-    Writes to ``out`` (default: replaces ``path``), staged and renamed like :func:`write_bundle`.
-    """
-    src = Path(path)
-    manifest = read_manifest(src)
-    verify_files(src, manifest)
-
-    def fill(stage: Path) -> Manifest:
-        replaced = manifest.diffusion.path + "/" if diffusion_dir is not None and manifest.diffusion else None
-        for rel in manifest.files:
-            if replaced and rel.startswith(replaced):
-                continue
-            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src / rel, stage / rel)
-        update: dict[str, Any] = dict(changes)
-        if diffusion_dir is not None:
-            shutil.copytree(diffusion_dir, stage / DIFFUSION_DIR)
-            update["diffusion"] = (diffusion or DiffusionEntry()).model_copy(update={"path": DIFFUSION_DIR})
-        elif diffusion is not None:
-            update["diffusion"] = diffusion
-        return manifest.model_copy(update=update)
-
-    target = Path(out) if out is not None else src
-    return _stage(target, fill, overwrite=True)
-
-
 def _sae_config(sae: GatedSAE) -> dict[str, Any]:
     return json.loads(json.dumps(sae.cfg.to_json(), default=str))
 

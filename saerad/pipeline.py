@@ -150,13 +150,6 @@ class Reporter:
             np.asarray(activations), top_k=top_k, threshold=threshold, usable_only=usable_only, timings={}
         )
 
-    def warm_up(self) -> None:
-        """Run one synthetic image through every stage so the first real request is not slow."""
-        from saerad.imaging import XRay
-
-        pixels = np.full((256, 256), 0.5, dtype=np.float32)
-        self.report(XRay(pixels=pixels, original_size=(256, 256), source_format="png"))
-
     # ------------------------------------------------------------------ internals
     def _decode(self, image) -> XRay:
         from saerad.imaging import XRay, load_xray

@@ -101,12 +101,11 @@ def test_localize_needs_diffusion_model(reporter, image):
 
 
 def test_localize_calls_diffusion_stage(bundle_dir, tmp_path, image, monkeypatch):
-    from saerad.bundle import update_bundle
-
     diffusion = tmp_path / "unet"
     diffusion.mkdir()
     (diffusion / "config.json").write_text("{}")
-    with_diffusion = update_bundle(bundle_dir, diffusion_dir=diffusion, out=tmp_path / "with-diffusion")
+    with_diffusion = build_tiny_bundle(tmp_path / "with-diffusion", encoder_dir=bundle_dir / "encoder",
+                                       diffusion_dir=diffusion)
 
     calls = []
 

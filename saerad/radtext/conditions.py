@@ -31,8 +31,3 @@ SUPPORT_DEVICES = "Support Devices"
 
 INDEX: dict[str, int] = {name: i for i, name in enumerate(CONDITIONS)}
 INDEX_5: tuple[int, ...] = tuple(INDEX[name] for name in CONDITIONS_5)
-
-
-def slug(name: str) -> str:
-    """A column-safe name: 'Pleural Effusion' -> 'pleural_effusion'."""
-    return name.lower().replace(" ", "_")
