@@ -39,7 +39,6 @@ from saerad.errors import BundleError
 if TYPE_CHECKING:
     import torch
 
-    from saerad.diffusion.model import TokenConditionedUNet
     from saerad.encoders.base import ClassTokenEncoder
     from saerad.encoders.store import EmbeddingSet
     from saerad.labeling.dictionary import FeatureDictionary
@@ -193,10 +192,10 @@ class Bundle:
                 f"{self.encoder_spec!r}: embed the images again with --encoder {self.encoder_spec}"
             )
 
-    def check_diffusion(self, model: TokenConditionedUNet, source: str | os.PathLike = "") -> None:
-        """Refuse a diffusion model conditioned on class tokens of another width than the SAE's."""
-        d_in, token_dim = int(self.sae.cfg.d_in), int(model.config.token_dim)
-        if token_dim != d_in:
+    def check_diffusion(self, token_dim: int, source: str | os.PathLike = "") -> None:
+        """Refuse a diffusion model (in ``source``) conditioned on class tokens of another width than the SAE's."""
+        d_in = int(self.sae.cfg.d_in)
+        if int(token_dim) != d_in:
             raise BundleError(
                 f"the diffusion model {str(source)!r} is conditioned on {token_dim}-d class tokens but "
                 f"the bundle's SAE works on {d_in}-d ones"

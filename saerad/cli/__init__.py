@@ -8,23 +8,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Annotated
 
 import typer
 
-from saerad.devices import DEVICE_HELP
+from saerad.cli.app import DeviceOption, app
 from saerad.errors import SaeradError
 
-app = typer.Typer(
-    name="saerad",
-    help="Grounded chest X-ray reports from sparse autoencoder features.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-
-# Every command's --device: same values, same default, resolved by saerad.devices.resolve_device.
-DeviceOption = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
+__all__ = ["DeviceOption", "app", "main"]
 
 
 def _register() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from saerad.cli import DeviceOption, app
+from saerad.cli.app import DeviceOption, app
 
 
 class DatasetChoice(str, Enum):

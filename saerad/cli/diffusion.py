@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from saerad.cli import DeviceOption, app
+from saerad.cli.app import DeviceOption, app
 
 
 class Mode(str, Enum):

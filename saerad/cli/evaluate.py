@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from saerad.cli import DeviceOption, app
+from saerad.cli.app import DeviceOption, app
 
 
 @app.command("label-reports")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from saerad.cli import DeviceOption, app
+from saerad.cli.app import DeviceOption, app
 
 
 class ReportFormat(str, Enum):

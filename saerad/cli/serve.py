@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from saerad.cli import app
+from saerad.cli.app import app
 from saerad.devices import DEVICE_HELP
 
 

@@ -238,7 +238,7 @@ def model_for(
     weights = path / "model.safetensors"
     mtime = weights.stat().st_mtime if weights.exists() else 0.0
     model = _cached_model(str(path), str(resolve_device(device)), mtime)
-    bundle.check_diffusion(model, path)
+    bundle.check_diffusion(model.config.token_dim, path)
     return model
 
 
