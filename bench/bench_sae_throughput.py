@@ -6,9 +6,10 @@ One run, same SAE state and batch for every variant; a full step = loss + gradie
     python bench/bench_sae_throughput.py --section gpu --device cpu --batch-size 64 --steps 2
                                                             # the GPU code path (bf16) smoke-run on CPU
 
-GPU section (design notes §2): d=768, m=49,152, batch 4096, bf16. Targets: best lean step >= 1.0 M
-samples/s and >= 5x the reference. "roofline" is 14·d·m FLOP/sample at the nominal H100 bf16 GEMM
-rate (789 TFLOP/s -> ~1.5 M samples/s); the GEMM rate measured in this run is printed too.
+GPU section: d=768, m=49,152, batch 4096, bf16. Targets: best lean step >= 1.0 M samples/s and >= 5x
+the reference. "roofline" is 14·d·m FLOP/sample (the cost model of
+docs/method.md#gated-sparse-autoencoder) at the nominal H100 bf16 GEMM rate (789 TFLOP/s -> ~1.5 M
+samples/s); the GEMM rate measured in this run is printed too.
 CPU section: d=384, m=3,072, float32, as a ratio to the reference.
 
 The SAE is put in a trained-like state (gate thresholds giving ~15 active latents per row), which is

@@ -3,7 +3,7 @@
 Why one decoder: the class token of an image depends on every intensity step before the encoder, so
 the CLI, the embedding job, the service and the datasets must turn a file into pixels identically.
 
-Rules (design notes §7):
+Rules (DICOM PS3.3; docs/method.md#image-decoding):
 
 - The format is sniffed from the bytes (magic numbers), never from the file name.
 - The pixel limit is checked from the header *before* any pixel is decoded (PNG/JPEG: the size PIL

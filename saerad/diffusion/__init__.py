@@ -1,6 +1,6 @@
 """Counterfactual diffusion: what each SAE feature (and so each report sentence) does to the image.
 
-Modules, in pipeline order (design notes §5):
+Modules, in pipeline order (docs/method.md#counterfactual-diffusion):
 
 - :mod:`~saerad.diffusion.model`: the class-token-conditioned pixel-space UNet, its DDIM schedulers,
   save/load (``config.json`` + ``model.safetensors`` + ``metadata.json``: the bundle's

@@ -1,4 +1,4 @@
-"""SAE interventions rendered by the diffusion model (design notes §5).
+"""SAE interventions rendered by the diffusion model (docs/method.md#counterfactual-diffusion).
 
 An edit changes some features of the image's SAE code and moves the class token by the decoder
 directions only, KEEPING the SAE error term (``c - sae(c)`` is untouched)::

@@ -1,4 +1,4 @@
-"""The class-token-conditioned pixel-space UNet (design notes §5).
+"""The class-token-conditioned pixel-space UNet (docs/method.md#counterfactual-diffusion).
 
 Why this shape:
 

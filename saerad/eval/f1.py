@@ -1,4 +1,4 @@
-"""Clinical-label F1 between generated and reference reports (design notes §6).
+"""Clinical-label F1 between generated and reference reports (docs/method.md#evaluation).
 
 Labels are ``(N, 14)`` arrays in :data:`~saerad.radtext.CONDITIONS` order with 1 / 0 / -1 / NaN.
 Binarisation: positive -> 1; blank and negative -> 0; uncertain -> 1 ("uncertain_positive", the

@@ -1,7 +1,7 @@
 """Automated interpretability of SAE features: statistics, descriptions, held-out scores.
 
 ``build_dictionary`` turns a trained SAE, its training class tokens and their reports into a
-:class:`FeatureDictionary` (design notes §3). Describers: ``extractive`` (offline, deterministic,
+:class:`FeatureDictionary` (docs/method.md#feature-dictionary). Describers: ``extractive`` (offline, deterministic,
 the default) and ``llm`` (OpenAI-compatible endpoint, settings from ``SAERAD_LLM_*``).
 """
 

@@ -1,4 +1,4 @@
-"""The feature dictionary: what each SAE feature fires on and what it means (design notes §3).
+"""The feature dictionary: what each SAE feature fires on and what it means (docs/method.md#feature-dictionary).
 
 A JSON file (pydantic v2), written atomically. The composer reads ``description``/``usable``, the
 diffusion stage reads ``quantiles`` for "add" interventions, the service lists and searches it.

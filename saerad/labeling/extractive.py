@@ -1,5 +1,5 @@
 """The offline, deterministic describer: the statement most over-represented in a feature's top
-reports against the training corpus (design notes §3).
+reports against the training corpus (docs/method.md#feature-dictionary).
 
 First, though, the label-driven path (:mod:`saerad.labeling.label_driven`, run by the builder with
 the activations over ALL training reports): a feature significantly enriched for a labeller

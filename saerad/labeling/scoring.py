@@ -1,4 +1,4 @@
-"""Does a description hold up on images the dictionary never saw? (design notes §3)
+"""Does a description hold up on images the dictionary never saw? (docs/method.md#feature-dictionary)
 
 For each held-out image we decide whether its report states the description's finding, then measure
 how well the feature's activation ranks those images first: the AUROC (0.5 = chance). "States the

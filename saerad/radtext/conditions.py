@@ -1,4 +1,4 @@
-"""The 14 CheXpert conditions in the order CheXbert's heads use (design notes §6).
+"""The 14 CheXpert conditions in the order CheXbert's heads use (Smit et al., 2020; docs/method.md#evaluation).
 
 Every label matrix in saerad has its columns in this order, so a column index means the same thing
 for the rule labeller, CheXbert and the F1 code.

@@ -1,4 +1,4 @@
-"""Deterministic report composer: feature descriptions -> one findings section (design notes §4).
+"""Deterministic report composer: feature descriptions -> one findings section (docs/method.md#report-composition).
 
 Active features arrive ranked (most salient first) with their descriptions. Each description is split
 into statements; the composer then

@@ -1,4 +1,4 @@
-"""FHIR R4 export of a grounded report (design notes §4).
+"""FHIR R4 export of a grounded report (docs/method.md#report-composition).
 
 One DiagnosticReport (status ``preliminary``: no clinician has signed it; category LOINC LP29684-5
 Radiology; code LOINC 36554-4 "XR Chest Single view"; the findings text in ``presentedForm``;

@@ -1,4 +1,4 @@
-"""The grounded report: the one output type of report generation (design notes §4).
+"""The grounded report: the one output type of report generation (docs/method.md#report-composition).
 
 Its ``findings`` items are a superset of the MAIRA-2 / RadFact grounded-report item
 ``{"text": str, "boxes": [{"x_min", "y_min", "x_max", "y_max"}] | null}`` (coordinates 0..1 of the

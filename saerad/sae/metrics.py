@@ -1,4 +1,4 @@
-"""SAE quality metrics, always computed on held-out vectors (design notes §2)."""
+"""SAE quality metrics, always computed on held-out vectors (docs/method.md#gated-sparse-autoencoder)."""
 
 from __future__ import annotations
 

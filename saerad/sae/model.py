@@ -1,4 +1,4 @@
-"""The gated sparse autoencoder of design notes §2 (variant without a decoder-norm constraint).
+"""The gated sparse autoencoder, without a decoder-norm constraint (docs/method.md#gated-sparse-autoencoder).
 
 Conventions (shared with the dictionary, composer and diffusion stages):
 

@@ -3,7 +3,7 @@
 Why by hand: an autograd step in the usual three-matmul formulation spends 22·d·m FLOP per sample
 (separate gate and magnitude matmuls, the gate pre-activation recomputed for the auxiliary loss) and
 materialises a dozen (B, m) temporaries. The loss of :meth:`GatedSAE.losses` needs only five GEMMs
-(14·d·m FLOP/sample, the cost model of design notes §2):
+(14·d·m FLOP/sample, the cost model of docs/method.md#gated-sparse-autoencoder):
 
     z   = (x - b_dec) W_enc                      2Bdm   (shared by gate and magnitude)
     [x_hat; x_aux] = [f; a] W_dec                4Bdm   (one GEMM for both decodes)

@@ -1,6 +1,6 @@
 """Training loop for the gated SAE, kept apart from the model (it consumes any batch iterator).
 
-Schedules (design notes §2, Anthropic's April 2024 recipe without decoder-norm constraint):
+Schedules (docs/method.md#gated-sparse-autoencoder: Anthropic's April 2024 recipe without decoder-norm constraint):
 - inputs are multiplied by a fixed scalar ``input_scale`` so that ``E||s x||^2 = d_in``; the
   exported SAE has the scale folded into its weights (it acts on raw class tokens);
 - the sparsity coefficient warms up linearly from 0 over ``lam_warmup_fraction`` of the steps;
