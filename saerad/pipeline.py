@@ -172,11 +172,12 @@ class Reporter:
             raise ConfigError("top_k must be >= 0")
         t = time.perf_counter()
         selection = self.selector.select(f, top_k=top_k, threshold=threshold, usable_only=usable_only)
-        composition = compose(selection.chosen, labeler=self.labeler)
+        composition = compose(selection.chosen, rules=selection.rules, labeler=self.labeler)
         if self.composer == "llm":
             composition = self._rephrase(composition)
         timings["compose"] = _ms(t)
         return GroundedReport(
+            status=composition.status,
             findings=composition.sentences,
             features=selection.active,
             bundle=self.bundle.info(),

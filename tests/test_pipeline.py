@@ -73,7 +73,8 @@ def test_top_k_threshold_and_usable(reporter, image):
     assert len({f.id for s in one.findings for f in s.features}) <= 1
     assert len(one.features) == len(full.features)  # top_k limits findings, not the feature list
     none = reporter.report(image, threshold=1e9)
-    assert none.findings == [] and none.features == [] and none.text() == ""
+    assert none.findings == [] and none.features == [] and none.findings_text() == ""
+    assert none.status == "nothing_validated" and "No finding could be validated" in none.text()
     with pytest.raises(ConfigError):
         reporter.report(image, top_k=-1)
 

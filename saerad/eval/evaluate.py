@@ -254,9 +254,9 @@ def _generate_with_bundle(bundle, studies: Sequence, out_dir: Path, *, device: s
         for study in tqdm(todo, desc="generating", disable=not progress, unit="study"):
             if tokens is not None:
                 row = tokens.select([study.primary_image_id]).tokens
-                text = reporter.report_tokens(row)[0].text()
+                text = reporter.report_tokens(row)[0].findings_text()
             else:
-                text = reporter.report(study.primary_image).text()
+                text = reporter.report(study.primary_image).findings_text()
             handle.write(json.dumps({"id": study.study_id, "text": text}) + "\n")
             handle.flush()
             done[study.study_id] = text

@@ -41,6 +41,7 @@ class BuildOptions:
     contrast_pool: int = 512
     seed: int = 0
     exact_budget: int = 1 << 24
+    rules: bool = True  # fit finding rules (saerad.labeling.rules) where images carry labels
 
 
 def report_text(study) -> str | None:
@@ -151,6 +152,8 @@ def build_dictionary(
             reports = HeldOutReports(texts, labeler, splitter=splitter)
             scores = score_descriptions(described, acts, reports, labeler, min_positives=opts.min_positives)
 
+    rules = _finding_rules(sae, train, held_out, by_image, labels_of, opts, progress) if opts.rules else []
+
     scored = held_out is not None and n_held > 0  # held-out images without reports cannot score anything
     features = []
     for fid in range(d_sae):
@@ -197,11 +200,12 @@ def build_dictionary(
                          for fid, m in sorted(matches.items())},
         "mean_l0": float(stats.count.sum() / max(stats.n, 1)),
     }
+    meta["n_rules_usable"] = sum(r.usable for r in rules)
     log.info(
-        "dictionary: %d features, %d dead, %d described, %d usable",
-        d_sae, meta["n_dead"], meta["n_described"], meta["n_usable"],
+        "dictionary: %d features, %d dead, %d described, %d usable; %d of %d finding rules usable",
+        d_sae, meta["n_dead"], meta["n_described"], meta["n_usable"], meta["n_rules_usable"], len(rules),
     )
-    return FeatureDictionary(features=features, describer=describer.name, meta=meta)
+    return FeatureDictionary(features=features, describer=describer.name, meta=meta, rules=rules)
 
 
 def _label_matches(sae, train, by_image, labels_of, cfg, opts: BuildOptions, progress: bool) -> dict:
@@ -226,6 +230,47 @@ def _label_matches(sae, train, by_image, labels_of, cfg, opts: BuildOptions, pro
     acts = unit_activations(acts, unit_of_row, len(units))
     present = presence_matrix([unit_labels[u] for u in units], CONDITIONS)
     return match_conditions(acts, present, CONDITIONS, cfg)
+
+
+def _image_labels(by_image, ids, labels_of) -> tuple[np.ndarray, list[int]]:
+    """Presence ``(len(rows), C)`` of each condition (positive or uncertain) for the images of
+    ``ids`` that carry labels or a report, and those rows."""
+    from saerad.labeling.label_driven import presence_matrix
+    from saerad.radtext.conditions import CONDITIONS
+
+    rows, label_sets = [], []
+    for row, iid in enumerate(ids):
+        study = by_image.get(iid)
+        if study is None:
+            continue
+        if study.labels is not None:
+            label_sets.append(dict(study.labels))
+        elif (text := report_text(study)) is not None:
+            label_sets.append(labels_of(text))
+        else:
+            continue
+        rows.append(row)
+    return presence_matrix(label_sets, CONDITIONS), rows
+
+
+def _finding_rules(sae, train, held_out, by_image, labels_of, opts: BuildOptions, progress: bool) -> list:
+    """Fit a vote per condition on the training images and validate it on the held-out ones."""
+    from saerad.labeling.rules import fit_rules
+    from saerad.radtext.conditions import CONDITIONS
+
+    present, rows = _image_labels(by_image, list(train.ids), labels_of)
+    if not rows:
+        return []
+    acts = sparse_activations(sae, _rows(train.tokens, rows), batch_size=opts.batch_size, progress=progress)
+    groups = [by_image[train.ids[r]].patient_id for r in rows]
+    held_acts = held_present = None
+    if held_out is not None:
+        held_present, held_rows = _image_labels(by_image, list(held_out.ids), labels_of)
+        if held_rows:
+            held_acts = sparse_activations(sae, _rows(held_out.tokens, held_rows), batch_size=opts.batch_size)
+        else:
+            held_present = None
+    return fit_rules(acts, present, groups, CONDITIONS, held_out_acts=held_acts, held_out_present=held_present)
 
 
 def _corpus(studies) -> list[str]:

@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from saerad.errors import BundleError, ConfigError
 from saerad.fileio import atomic_write_text
+from saerad.labeling.rules import FindingRule
 
 if TYPE_CHECKING:
     from saerad.datasets.base import Study
@@ -59,9 +60,13 @@ class FeatureStats(BaseModel):
 
 
 class FeatureDictionary(BaseModel):
+    """Every feature's statistics and description, and the finding rules that let features vote
+    (:mod:`saerad.labeling.rules`; empty for dictionaries built without labels)."""
+
     features: list[FeatureStats]
     describer: str
     meta: dict
+    rules: list[FindingRule] = Field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.features)
@@ -122,7 +127,7 @@ class FeatureDictionary(BaseModel):
             f.model_copy(update={"top_images": [t.model_copy(update={"report": None}) for t in f.top_images]})
             for f in self.features
         ]
-        return FeatureDictionary(features=features, describer=self.describer, meta=dict(self.meta))
+        return FeatureDictionary(features=features, describer=self.describer, meta=dict(self.meta), rules=self.rules)
 
     def save(self, path: str | os.PathLike) -> None:
         atomic_write_text(path, self.model_dump_json())

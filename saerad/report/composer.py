@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from saerad.report.anatomy import Region, region_of
-from saerad.report.schema import FeatureRef, Sentence
+from saerad.report.schema import FeatureRef, RuleEvidence, Sentence, Status
 
 if TYPE_CHECKING:
     from saerad.radtext import Labeler
+    from saerad.report.select import RuleFinding
 
 POSITIVE, NEGATIVE, UNCERTAIN = 1, 0, -1
 _STRENGTH = {POSITIVE: 3, UNCERTAIN: 2, NEGATIVE: 1}
@@ -55,6 +56,7 @@ class Statement:
     rank: int  # position of its most salient feature in the input
     labels: dict[str, int] = field(default_factory=dict)  # condition -> 1 / 0 / -1, blanks left out
     region: Region = Region.OTHER
+    rule: RuleEvidence | None = None  # set when a finding rule wrote it
 
     @property
     def key(self) -> str:
@@ -80,6 +82,7 @@ class Statement:
         known = {f.id for f in self.features}
         self.features.extend(f for f in other.features if f.id not in known)
         self.rank = min(self.rank, other.rank)
+        self.rule = self.rule or other.rule
 
 
 @dataclass
@@ -89,6 +92,7 @@ class Composition:
     sentences: list[Sentence]
     notes: list[str] = field(default_factory=list)
     composer: str = "deterministic"
+    status: Status = "findings"
 
 
 def split_statements(description: str) -> list[str]:
@@ -121,10 +125,13 @@ def _overlap(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / max(1, len(a | b))
 
 
-def compose(features: Sequence[FeatureRef], *, labeler: Labeler | None = None) -> Composition:
-    """Compose a findings section from ranked features (most salient first).
+def compose(
+    features: Sequence[FeatureRef], *, rules: Sequence[RuleFinding] = (), labeler: Labeler | None = None
+) -> Composition:
+    """Compose a findings section from ranked features (most salient first) and fired finding rules.
 
-    Features without a description contribute nothing (they stay in the report's feature list).
+    Features without a description contribute nothing (they stay in the report's feature list). A
+    fired rule is one more statement, carrying its voters; it ranks before the single features.
     ``labeler`` defaults to :func:`saerad.radtext.label_report` (imported here, on first use: it
     compiles its rules on import and the schema should stay cheap to import).
     """
@@ -132,7 +139,7 @@ def compose(features: Sequence[FeatureRef], *, labeler: Labeler | None = None) -
         from saerad.radtext import label_report
 
         labeler = label_report
-    statements = _statements(features, labeler)
+    statements = _rule_statements(rules, labeler) + _statements(features, labeler, first_rank=len(rules))
     notes: list[str] = []
     statements, merged = _deduplicate(statements)
     if merged:
@@ -141,21 +148,45 @@ def compose(features: Sequence[FeatureRef], *, labeler: Labeler | None = None) -
     notes.extend(dropped)
     statements.sort(key=lambda s: (s.region, s.rank))
     sentences = [
-        Sentence(text=s.text, features=sorted(s.features, key=lambda f: -f.activation)) for s in statements
+        Sentence(text=s.text, features=sorted(s.features, key=_salience), rule=s.rule) for s in statements
     ]
-    return Composition(sentences=sentences, notes=notes)
+    return Composition(sentences=sentences, notes=notes, status=status_of(statements))
 
 
-def _statements(features: Sequence[FeatureRef], labeler: Labeler) -> list[Statement]:
+def status_of(statements: Sequence[Statement]) -> Status:
+    """``nothing_validated`` without sentences, ``normal`` when every sentence is a normal statement."""
+    if not statements:
+        return "nothing_validated"
+    return "normal" if all(s.normal for s in statements) else "findings"
+
+
+def _salience(ref: FeatureRef) -> tuple[float, float]:
+    """Voters by contribution, then any feature by activation (largest first)."""
+    return (-(ref.contribution or 0.0), -ref.activation)
+
+
+def _labels(text: str, labeler: Labeler) -> dict[str, int]:
+    return {
+        c: int(v)
+        for c, v in labeler(text).items()
+        if c not in _IGNORED_CONDITIONS and v is not None and v == v  # v == v drops NaN
+    }
+
+
+def _rule_statements(rules: Sequence[RuleFinding], labeler: Labeler) -> list[Statement]:
     out = []
-    for rank, ref in enumerate(features):
+    for rank, fired in enumerate(rules):
+        labels = _labels(fired.sentence, labeler)
+        out.append(Statement(text=_tidy(fired.sentence), features=list(fired.voters), rank=rank, labels=labels,
+                             region=region_of(fired.sentence, labels), rule=fired.evidence))
+    return out
+
+
+def _statements(features: Sequence[FeatureRef], labeler: Labeler, first_rank: int = 0) -> list[Statement]:
+    out = []
+    for rank, ref in enumerate(features, first_rank):
         for text in split_statements(ref.description or ""):
-            raw = labeler(text)
-            labels = {
-                c: int(v)
-                for c, v in raw.items()
-                if c not in _IGNORED_CONDITIONS and v is not None and v == v  # v == v drops NaN
-            }
+            labels = _labels(text, labeler)
             out.append(Statement(text=text, features=[ref], rank=rank, labels=labels, region=region_of(text, labels)))
     return out
 

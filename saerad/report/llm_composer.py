@@ -88,8 +88,10 @@ def rephrase(
             sentences=composition.sentences,
             notes=[*composition.notes, f"LLM rewrite rejected ({exc}); deterministic text used"],
             composer="deterministic (llm fallback)",
+            status=composition.status,
         )
-    return Composition(sentences=sentences, notes=composition.notes, composer=f"llm:{settings.model}")
+    return Composition(sentences=sentences, notes=composition.notes, composer=f"llm:{settings.model}",
+                       status=composition.status)
 
 
 def _client(settings: LLMSettings):

@@ -8,7 +8,7 @@ our own keys (``features``, ``heatmap``) keep every sentence traceable to the SA
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -44,15 +44,37 @@ class FeatureRef(BaseModel):
     description: str = ""
     score: float | None = None
     usable: bool = True
+    contribution: float | None = None  # weight x activation, when the feature votes in a finding rule
+
+
+class RuleEvidence(BaseModel):
+    """Why a finding rule wrote its sentence: the voters' summed contributions reached its threshold."""
+
+    condition: str
+    evidence: float
+    threshold: float
+    held_out_auroc: float | None = None
 
 
 class Sentence(BaseModel):
-    """One findings sentence; ``boxes`` and ``heatmap`` stay null until localisation fills them."""
+    """One findings sentence; ``boxes`` and ``heatmap`` stay null until localisation fills them.
+
+    ``rule`` is set when a finding rule wrote the sentence (its ``features`` are then the active
+    voters, each with its ``contribution``); otherwise one or more features' own descriptions did.
+    """
 
     text: str
     boxes: list[Box] | None = None
     features: list[FeatureRef]
     heatmap: str | None = None  # PNG path or data URI
+    rule: RuleEvidence | None = None
+
+
+Status = Literal["findings", "normal", "nothing_validated"]
+NOTHING_VALIDATED = (
+    "No finding could be validated for this image: none of its active features has a description "
+    "or finding rule that held up on held-out patients."
+)
 
 
 class ImageInfo(BaseModel):
@@ -66,12 +88,16 @@ class ImageInfo(BaseModel):
 class GroundedReport(BaseModel):
     """Findings sentences with their features, all active features, and provenance.
 
+    ``status``: ``findings`` (at least one finding sentence), ``normal`` (the normal statement and
+    nothing else) or ``nothing_validated`` (no sentence: the image's active features carry nothing
+    that held up on held-out patients; :meth:`text` then says so).
     ``research_use_only`` is always true: no model here is a medical device. ``notes`` says what the
     composer did that a reader should know (e.g. an LLM rewrite rejected and replaced by the
     deterministic text); it never repeats report text.
     """
 
     schema_version: str = SCHEMA_VERSION
+    status: Status = "findings"
     findings: list[Sentence]
     features: list[FeatureRef]
     bundle: dict[str, Any] = Field(default_factory=dict)
@@ -81,9 +107,14 @@ class GroundedReport(BaseModel):
     notes: list[str] = Field(default_factory=list)
     image: ImageInfo | None = None
 
-    def text(self) -> str:
-        """The findings section as plain text, one paragraph."""
+    def findings_text(self) -> str:
+        """The findings section as written, one paragraph (empty when nothing was validated): what
+        evaluation scores."""
         return " ".join(s.text.strip() for s in self.findings if s.text.strip())
+
+    def text(self) -> str:
+        """What a reader sees: the findings section, or the plain statement that nothing was validated."""
+        return self.findings_text() or NOTHING_VALIDATED
 
     def to_radfact(self) -> list[dict[str, Any]]:
         """The MAIRA-2 / RadFact grounded form: ``[{"text", "boxes"}]`` and nothing else."""

@@ -1,26 +1,42 @@
-"""Which SAE features of one image speak in its report.
+"""Which SAE features of one image speak in its report, alone or by voting.
 
-Every feature with activation above ``threshold`` is *active* and listed in the report. Findings are
-written from the active features that are *usable* (described, alive, description score above
-chance; see the dictionary), ranked by their contribution to the class token, ``f_i * ||W_dec[i]||``:
-without a decoder-norm constraint the raw activation alone says little about how much of the image
-representation a feature carries. ``top_k`` keeps the ``k`` largest contributions.
+Every feature with activation above ``threshold`` is *active* and listed in the report, ranked by
+its contribution to the class token, ``f_i * ||W_dec[i]||``: without a decoder-norm constraint the
+raw activation alone says little about how much of the image representation a feature carries.
+
+Findings come from two sources:
+
+- finding rules (:mod:`saerad.labeling.rules`): a usable rule whose active voters' evidence reaches
+  its threshold writes its sentence, carrying those voters. A condition with a usable rule speaks
+  only through it: its single-feature descriptions are not written on their own.
+- single features: every other active feature that is *usable* (described, alive, description
+  score above chance) writes its own description. ``top_k`` keeps the ``k`` largest contributions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from saerad.report.schema import FeatureRef
+from saerad.report.schema import FeatureRef, RuleEvidence
+
+
+@dataclass(frozen=True)
+class RuleFinding:
+    """A finding rule that fired on one image: its sentence, the evidence and the active voters."""
+
+    sentence: str
+    evidence: RuleEvidence
+    voters: list[FeatureRef]
 
 
 @dataclass(frozen=True)
 class Selection:
     active: list[FeatureRef]  # every active feature, by contribution (largest first)
-    chosen: list[FeatureRef]  # the ones findings are written from, same order
+    chosen: list[FeatureRef]  # features that write their own description, same order
+    rules: list[RuleFinding] = field(default_factory=list)  # fired rules, strongest evidence margin first
 
 
 class FeatureSelector:
@@ -32,6 +48,7 @@ class FeatureSelector:
         usable: Sequence[bool],
         scores: Sequence[float | None],
         decoder_norms: np.ndarray,
+        rules: Sequence = (),
     ) -> None:
         n = len(descriptions)
         if not (len(usable) == len(scores) == n == len(decoder_norms)):
@@ -40,6 +57,13 @@ class FeatureSelector:
         self.usable = np.asarray(usable, dtype=bool)
         self.scores = list(scores)
         self.decoder_norms = np.asarray(decoder_norms, dtype=np.float64)
+        self.rules = [r for r in rules if r.usable]
+        bad = [i for r in self.rules for i in r.weights if not 0 <= i < n]
+        if bad:
+            raise ValueError(f"a finding rule names feature {bad[0]}, outside 0..{n - 1}")
+        # A condition with a usable rule speaks only through it.
+        ruled = {r.sentence for r in self.rules}
+        self.speaks_alone = self.usable & np.array([d not in ruled for d in self.descriptions], dtype=bool)
 
     @classmethod
     def from_parts(cls, dictionary, sae) -> FeatureSelector:
@@ -51,6 +75,7 @@ class FeatureSelector:
             [bool(f.usable and f.description) for f in feats],
             [f.description_score for f in feats],
             norms,
+            getattr(dictionary, "rules", ()),
         )
 
     def select(
@@ -69,10 +94,30 @@ class FeatureSelector:
         contribution = f[idx] * self.decoder_norms[idx]
         idx = idx[np.lexsort((idx, -contribution))]  # largest contribution first, ties by id
         active = [self.ref(int(i), float(f[i])) for i in idx]
-        chosen = [r for r in active if r.usable] if usable_only else [r for r in active if r.description]
+        if usable_only:
+            chosen = [r for r in active if self.speaks_alone[r.id]]
+        else:
+            chosen = [r for r in active if r.description]
         if top_k is not None:
             chosen = chosen[: max(0, top_k)]
-        return Selection(active=active, chosen=chosen)
+        return Selection(active=active, chosen=chosen, rules=self.fired(f, threshold) if usable_only else [])
+
+    def fired(self, f: np.ndarray, threshold: float = 0.0) -> list[RuleFinding]:
+        """The usable rules whose evidence on activations ``f`` reaches their threshold."""
+        out = []
+        for rule in self.rules:
+            voters = [(i, c) for i, c in rule.voters(f) if f[i] > threshold]
+            evidence = float(sum(c for _, c in voters))
+            if voters and evidence >= rule.threshold:
+                refs = [self.ref(i, float(f[i])).model_copy(update={"contribution": round(c, 6)}) for i, c in voters]
+                out.append(RuleFinding(
+                    rule.sentence,
+                    RuleEvidence(condition=rule.condition, evidence=round(evidence, 6),
+                                 threshold=round(rule.threshold, 6), held_out_auroc=rule.held_out_auroc),
+                    refs,
+                ))
+        out.sort(key=lambda r: -(r.evidence.evidence - r.evidence.threshold))
+        return out
 
     def ref(self, i: int, activation: float) -> FeatureRef:
         return FeatureRef(

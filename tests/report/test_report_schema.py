@@ -40,13 +40,22 @@ def test_text_json_and_radfact():
     assert data["research_use_only"] is True
     assert data["findings"][1]["boxes"] is None and data["findings"][1]["heatmap"] is None
     assert data["findings"][0]["features"][0] == {
-        "id": 3, "activation": 1.5, "description": "Small left pleural effusion.", "score": 0.81, "usable": True
+        "id": 3, "activation": 1.5, "description": "Small left pleural effusion.", "score": 0.81, "usable": True,
+        "contribution": None,
     }
+    assert data["status"] == "findings" and data["findings"][0]["rule"] is None
     assert report.to_radfact() == [
         {"text": "Small left pleural effusion.", "boxes": [{"x_min": 0.5, "y_min": 0.5, "x_max": 0.9, "y_max": 0.95}]},
         {"text": "Cardiomegaly.", "boxes": None},
     ]
     assert GroundedReport.model_validate(data) == report
+
+
+def test_nothing_validated_says_so_in_text_but_scores_as_empty():
+    from saerad.report.schema import NOTHING_VALIDATED
+
+    report = GroundedReport(status="nothing_validated", findings=[], features=[])
+    assert report.findings_text() == "" and report.text() == NOTHING_VALIDATED
 
 
 def test_fhir_diagnostic_report():

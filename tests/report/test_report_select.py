@@ -1,0 +1,57 @@
+"""Feature selection with finding rules: rules speak for their condition, with their voters."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from saerad.labeling.rules import FindingRule
+from saerad.radtext.phrasebook import FINDING_SENTENCES, NORMAL_STATEMENT
+from saerad.report.composer import compose
+from saerad.report.select import FeatureSelector
+
+EDEMA = FINDING_SENTENCES["Edema"]
+
+
+def _selector(rules) -> FeatureSelector:
+    descriptions = [EDEMA, EDEMA, "Small left pleural effusion.", None, NORMAL_STATEMENT]
+    usable = [True, True, True, False, True]
+    return FeatureSelector(descriptions, usable, [0.8, 0.7, 0.9, None, 0.7], np.ones(5), rules)
+
+
+def _rules(threshold: float = 2.0) -> list[FindingRule]:
+    return [
+        FindingRule(condition="Edema", sentence=EDEMA, weights={0: 1.0, 1: 0.5, 3: 0.25}, threshold=threshold,
+                    train_positives=40, held_out_auroc=0.8, held_out_positives=9, usable=True),
+        FindingRule(condition="No Finding", sentence=NORMAL_STATEMENT, weights={4: 1.0}, threshold=1.0,
+                    train_positives=90, held_out_auroc=0.9, held_out_positives=20, usable=True),
+    ]
+
+
+def test_a_rule_writes_its_sentence_with_its_voters():
+    selection = _selector(_rules()).select(np.array([1.5, 2.0, 0.0, 4.0, 0.0]))
+    assert [r.id for r in selection.chosen] == []  # edema features speak only through the rule
+    (fired,) = selection.rules
+    assert fired.evidence.evidence == 1.5 + 1.0 + 1.0 and fired.evidence.condition == "Edema"
+    assert [(v.id, v.contribution) for v in fired.voters] == [(0, 1.5), (1, 1.0), (3, 1.0)]
+    composition = compose(selection.chosen, rules=selection.rules)
+    (sentence,) = composition.sentences
+    assert sentence.text == EDEMA and sentence.rule.threshold == 2.0 and composition.status == "findings"
+
+
+def test_below_threshold_nothing_and_unusable_rules_leave_features_alone():
+    weak = _selector(_rules()).select(np.array([0.5, 0.0, 1.0, 0.0, 0.0]))
+    assert weak.rules == [] and [r.id for r in weak.chosen] == [2]
+    unused = _rules()
+    unused[0].usable = False
+    alone = _selector(unused).select(np.array([1.5, 0.0, 0.0, 0.0, 0.0]))
+    assert [r.id for r in alone.chosen] == [0] and alone.rules == []
+
+
+def test_normal_statement_and_nothing_validated():
+    normal = _selector(_rules()).select(np.array([0.0, 0.0, 0.0, 0.0, 3.0]))
+    assert compose(normal.chosen, rules=normal.rules).status == "normal"
+    both = _selector(_rules()).select(np.array([3.0, 0.0, 0.0, 0.0, 3.0]))
+    composed = compose(both.chosen, rules=both.rules)
+    assert [s.text for s in composed.sentences] == [EDEMA] and composed.status == "findings"
+    nothing = _selector(_rules()).select(np.zeros(5))
+    assert compose(nothing.chosen, rules=nothing.rules).status == "nothing_validated"
