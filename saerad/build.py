@@ -21,7 +21,7 @@ from typing import Any
 
 from saerad.bundle import DataEntry, EncoderEntry, ReportDefaults, write_bundle
 from saerad.datasets import Study, load_dataset
-from saerad.datasets.split import DEFAULT_POLICY, HELD_OUT, TRAIN, Partition, partition, vector_rows
+from saerad.datasets.split import DEFAULT_POLICY, HELD_OUT, TRAIN, Partition, SplitPolicy, partition, vector_rows
 from saerad.datasets.terms import data_terms
 from saerad.errors import ConfigError
 from saerad.stages import Stage, fingerprint, path_fingerprint, run_stage, studies_fingerprint
@@ -62,6 +62,7 @@ class BuildConfig:
     force: bool = False
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    policy: SplitPolicy = DEFAULT_POLICY  # who is train / held-out / test (cross-validation sets a fold)
 
     def __post_init__(self) -> None:
         self.root, self.out = Path(self.root), Path(self.out)
@@ -98,7 +99,7 @@ def build(cfg: BuildConfig) -> BuildResult:
     studies = [s for s in load_dataset(cfg.dataset, cfg.root) if s.image_paths]
     if not studies:
         raise ConfigError(f"dataset {cfg.dataset} at {cfg.root} has no images")
-    split = partition(studies, DEFAULT_POLICY)
+    split = partition(studies, cfg.policy)
     studies = split.fitting()  # the test patients are never read
     if not split.train:
         raise ConfigError(f"dataset {cfg.dataset} at {cfg.root} has no training patients (all are test or held out)")

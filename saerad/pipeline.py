@@ -182,7 +182,7 @@ class Reporter:
             features=selection.active,
             bundle=self.bundle.info(),
             composer=composition.composer,
-            notes=composition.notes,
+            notes=[*selection.notes, *composition.notes],
         )
 
     def _rephrase(self, composition: Composition) -> Composition:

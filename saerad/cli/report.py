@@ -59,13 +59,14 @@ def report_command(
 
 
 def format_text(report) -> str:
-    """Findings, one sentence a line with its feature ids, then the provenance line."""
+    """Findings, one sentence a line with the features behind it, then the provenance line."""
     lines = ["FINDINGS (research use only; not for clinical use)"]
     if not report.findings:
-        lines.append("  (no described feature is active in this image)")
+        lines.append(f"  {report.text()}")
     for sentence in report.findings:
         ids = ", ".join(f"#{f.id}" for f in sentence.features)
-        lines.append(f"  {sentence.text}  [{ids}]")
+        why = f"; rule {sentence.rule.condition}: evidence {sentence.rule.evidence:.2f} >= {sentence.rule.threshold:.2f}" if sentence.rule else ""
+        lines.append(f"  {sentence.text}  [{ids}{why}]")
     bundle = report.bundle
     lines.append(
         f"{len(report.features)} active features; bundle {bundle.get('name')} v{bundle.get('version')}; "

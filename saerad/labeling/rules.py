@@ -13,9 +13,13 @@ by) a rule lets features vote:
   constrained to be non-negative and an L1 penalty that leaves a few dozen voters out of hundreds.
   Non-negative weights keep a rule readable: every voter is a feature whose activity argues FOR the
   finding, and a sentence lists the active voters behind it with their contributions.
-- Threshold: the evidence level with the best F1 on out-of-fold scores of the training patients
-  (inner patient-grouped 3-fold cross-validation), so the operating point is not fitted on the
-  same images as the weights.
+- Threshold: chosen on out-of-fold scores of the training patients (inner patient-grouped 3-fold
+  cross-validation), so the operating point is not fitted on the same images as the weights: the
+  best F1 for a finding; for the normal rule ("No Finding"), which gates the whole report (a
+  report that states normality states nothing else, :mod:`saerad.report.select`), the balanced
+  point (Youden's J: recall on normal images + recall on abnormal ones), because a gate's errors
+  cost on both sides. F1-optimal finding thresholds are liberal (they fire on most abnormal images,
+  and on many normal ones): the gate is what keeps normal images' reports normal.
 - Validation: the held-out patients' AUROC of the evidence, as for single-feature descriptions; a
   rule below :attr:`RuleOptions.min_auroc` or without enough held-out cases is kept in the
   dictionary (for inspection) but not used.
@@ -35,6 +39,7 @@ from scipy.optimize import minimize
 from scipy.special import expit
 
 from saerad.labeling.scoring import auroc
+from saerad.radtext.conditions import NO_FINDING
 from saerad.radtext.phrasebook import finding_sentence
 
 
@@ -107,7 +112,8 @@ def fit_rules(
                 continue
             wk, bk = _nonnegative_logistic(xs[~test], y[~test], opts.penalty)
             oof[test] = xs[test] @ wk + bk
-        cut = _best_f1_threshold(oof, y) - b  # the same cut on the full model's evidence scale
+        best = balanced_threshold(oof, y) if condition == NO_FINDING else best_f1_threshold(oof, y)
+        cut = best - b  # the same cut on the full model's evidence scale
         weights = {int(i): float(w[i] / scale[i]) for i in np.flatnonzero(w > 0)}
         rule = FindingRule(
             condition=condition,
@@ -173,7 +179,18 @@ def _nonnegative_logistic(x, y: np.ndarray, penalty: float) -> tuple[np.ndarray,
     return w, float(result.x[m])
 
 
-def _best_f1_threshold(scores: np.ndarray, y: np.ndarray) -> float:
+def balanced_threshold(scores: np.ndarray, y: np.ndarray) -> float:
+    """The score cut (positives: score >= cut) with the largest recall on positives + on negatives."""
+    order = np.argsort(-scores, kind="stable")
+    s, t = scores[order], y[order].astype(np.float64)
+    tpr = np.cumsum(t) / max(t.sum(), 1.0)
+    fpr = np.cumsum(1.0 - t) / max((1.0 - t).sum(), 1.0)
+    last_of_tie = np.r_[s[1:] != s[:-1], True]
+    best = int(np.argmax(np.where(last_of_tie, tpr - fpr, -np.inf)))
+    return float(s[best])
+
+
+def best_f1_threshold(scores: np.ndarray, y: np.ndarray) -> float:
     """The score cut with the best F1 (positives: score >= cut) among the observed scores."""
     order = np.argsort(-scores, kind="stable")
     s, t = scores[order], y[order].astype(np.float64)

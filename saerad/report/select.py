@@ -11,6 +11,11 @@ Findings come from two sources:
   only through it: its single-feature descriptions are not written on their own.
 - single features: every other active feature that is *usable* (described, alive, description
   score above chance) writes its own description. ``top_k`` keeps the ``k`` largest contributions.
+
+The normal rule gates: when it fires, the report states normality and nothing else (what it held
+back is named in the selection's notes). Its threshold is set for balanced errors on normal and
+abnormal images (:mod:`saerad.labeling.rules`); the finding rules' F1-optimal thresholds would
+otherwise put a finding into most normal images' reports.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from saerad.radtext.conditions import NO_FINDING
 from saerad.report.schema import FeatureRef, RuleEvidence
 
 
@@ -37,6 +43,7 @@ class Selection:
     active: list[FeatureRef]  # every active feature, by contribution (largest first)
     chosen: list[FeatureRef]  # features that write their own description, same order
     rules: list[RuleFinding] = field(default_factory=list)  # fired rules, strongest evidence margin first
+    notes: list[str] = field(default_factory=list)
 
 
 class FeatureSelector:
@@ -100,7 +107,13 @@ class FeatureSelector:
             chosen = [r for r in active if r.description]
         if top_k is not None:
             chosen = chosen[: max(0, top_k)]
-        return Selection(active=active, chosen=chosen, rules=self.fired(f, threshold) if usable_only else [])
+        fired = self.fired(f, threshold) if usable_only else []
+        normal = [r for r in fired if r.evidence.condition == NO_FINDING]
+        if not normal:
+            return Selection(active=active, chosen=chosen, rules=fired)
+        held_back = sorted({r.evidence.condition for r in fired if r not in normal} | {r.description for r in chosen})
+        notes = [f"the normal rule fired, so these were not written: {', '.join(held_back)}"] if held_back else []
+        return Selection(active=active, chosen=[], rules=normal, notes=notes)
 
     def fired(self, f: np.ndarray, threshold: float = 0.0) -> list[RuleFinding]:
         """The usable rules whose evidence on activations ``f`` reaches their threshold."""

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from saerad.labeling.rules import FindingRule, RuleOptions, _best_f1_threshold, evidence_of, fit_rules
+from saerad.labeling.rules import (
+    FindingRule,
+    RuleOptions,
+    balanced_threshold,
+    best_f1_threshold,
+    evidence_of,
+    fit_rules,
+)
 
 
 def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -47,9 +54,11 @@ def test_too_few_positives_fit_no_rule_and_a_lone_voter_is_listed():
     assert rule.voters(row) == [(7, 4.0)] and rule.evidence(row) == 4.0
 
 
-def test_best_f1_threshold_cuts_between_distinct_scores():
+def testbest_f1_threshold_cuts_between_distinct_scores():
     scores = np.array([0.9, 0.8, 0.8, 0.1, 0.0])
     y = np.array([True, True, False, False, False])
-    assert _best_f1_threshold(scores, y) == pytest.approx(0.8)  # ties cannot be split
-    assert _best_f1_threshold(np.array([3.0, 2.0, 1.0]), np.array([True, False, False])) == 3.0
+    assert best_f1_threshold(scores, y) == pytest.approx(0.8)  # ties cannot be split
+    assert best_f1_threshold(np.array([3.0, 2.0, 1.0]), np.array([True, False, False])) == 3.0
     assert RuleOptions().min_auroc == 0.6
+    # balanced: recall 2/2 on positives and 2/3 on negatives at 0.8 beats 1/2 and 3/3 at 0.9
+    assert balanced_threshold(np.array([0.9, 0.85, 0.8, 0.1, 0.0]), np.array([True, False, True, False, False])) == 0.8

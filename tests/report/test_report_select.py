@@ -50,8 +50,13 @@ def test_below_threshold_nothing_and_unusable_rules_leave_features_alone():
 def test_normal_statement_and_nothing_validated():
     normal = _selector(_rules()).select(np.array([0.0, 0.0, 0.0, 0.0, 3.0]))
     assert compose(normal.chosen, rules=normal.rules).status == "normal"
-    both = _selector(_rules()).select(np.array([3.0, 0.0, 0.0, 0.0, 3.0]))
-    composed = compose(both.chosen, rules=both.rules)
-    assert [s.text for s in composed.sentences] == [EDEMA] and composed.status == "findings"
     nothing = _selector(_rules()).select(np.zeros(5))
     assert compose(nothing.chosen, rules=nothing.rules).status == "nothing_validated"
+
+
+def test_the_normal_rule_gates_the_report():
+    both = _selector(_rules()).select(np.array([3.0, 0.0, 2.0, 0.0, 3.0]))
+    assert [r.evidence.condition for r in both.rules] == ["No Finding"] and both.chosen == []
+    assert "Edema" in both.notes[0] and "Small left pleural effusion." in both.notes[0]
+    composed = compose(both.chosen, rules=both.rules)
+    assert [s.text for s in composed.sentences] == [NORMAL_STATEMENT] and composed.status == "normal"
