@@ -299,7 +299,7 @@ def _add_strips(bundle, encoder, entries, tokens, paths, out: Path, opts: AtlasO
         e.id: [StripJob(e.id, tokens.ids[r], paths[tokens.ids[r]], a, tokens.tokens[r])
                for r, a in pick_images(e.profile.top, e.profile.sample, opts.counterfactuals)]
         for e in entries
-        if e.id in chosen and e.profile.n_active and bundle.dictionary.get(e.id).frequency > 0
+        if e.id in chosen and bundle.dictionary.get(e.id).frequency > 0  # add needs a training quantile
     }
     rows: dict[int, list[StripRow]] = {}
     with tqdm(total=sum(len(j) for j in jobs.values()), desc="counterfactuals", unit="img",

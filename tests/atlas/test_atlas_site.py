@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import HOSTILE, N_IMAGES, TRACKED
+from atlas_builders import HOSTILE, N_IMAGES, TRACKED
 
 from saerad.errors import ConfigError
 
