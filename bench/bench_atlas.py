@@ -68,8 +68,8 @@ def main() -> None:
         total = sum(r.seconds.values())
         stages = " | ".join(f"{r.seconds[s]:.1f}" if s in r.seconds else "–" for s in STAGES)
         verdict = "–" if target is None else ("PASS" if total <= target else "MISS")
-        print(f"| {name} | {r.features} | {r.images} | {stages} | {total:.1f} | {r.strips} | "
-              f"{'<= %.0f s' % target if target else '–'} | {verdict} |")
+        goal = f"<= {target:.0f} s" if target else "–"
+        print(f"| {name} | {r.features} | {r.images} | {stages} | {total:.1f} | {r.strips} | {goal} | {verdict} |")
     strip_row = next((r for n, r, _ in rows if n.startswith("+")), None)
     if strip_row is not None and strip_row.strips:
         print(f"\nseconds per strip: {strip_row.seconds['counterfactuals'] / strip_row.strips:.1f}")

@@ -256,7 +256,8 @@ def _strips(strips: Sequence[StripRow], prefix: str) -> str:
             for key, name in STRIP_COLUMNS
         )
         effect = "; ".join(
-            f"{mode}: {v['before']:.3g} → {v['after']:.3g}" for mode, v in sorted(s.effect.items())
+            f"{sign}feature {s.effect[mode]['before']:.3g} → {s.effect[mode]['after']:.3g}"
+            for mode, sign in (("add", "+"), ("remove", "−")) if mode in s.effect
         )
         rows.append(
             f'<div class="strip" title="{escape(s.image_id)}"><p>activation {s.activation:.3g}'

@@ -11,7 +11,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
 
-from report_builders import make_tiny_dictionary, make_tiny_encoder_dir, make_tiny_sae  # noqa: E402
+from report_builders import build_tiny_bundle, make_tiny_dictionary  # noqa: E402
 
 N_IMAGES = 30
 HOSTILE = 'Degenerative changes </script><img src=x onerror="alert(1)"> & more.'
@@ -42,18 +42,4 @@ def atlas_dictionary():
 
 
 def build_atlas_bundle(out: Path, *, diffusion_dir: Path | None = None) -> Path:
-    from saerad.bundle import DataEntry, EncoderEntry, write_bundle
-    from saerad.encoders import load_encoder
-
-    encoder_dir = make_tiny_encoder_dir(out.parent / f"{out.name}-encoder-src")
-    encoder = load_encoder(f"hf:{encoder_dir}")
-    return write_bundle(
-        out,
-        name="tiny-atlas",
-        encoder=EncoderEntry(spec=encoder.spec, dim=encoder.dim, describe=encoder.describe()),
-        sae=make_tiny_sae(),
-        dictionary=atlas_dictionary(),
-        data=DataEntry(dataset="synthetic", license="CC0-1.0"),
-        encoder_dir=encoder_dir,
-        diffusion_dir=diffusion_dir,
-    )
+    return build_tiny_bundle(out, name="tiny-atlas", dictionary=atlas_dictionary(), diffusion_dir=diffusion_dir)
