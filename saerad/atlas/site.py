@@ -110,7 +110,7 @@ def build_atlas(
     from saerad.labeling.stats import sparse_activations
 
     opts = options or AtlasOptions()
-    out = Path(out)
+    out = _check_out(Path(out))
     timer = _Timer()
     paths = {image_id: str(path) for image_id, path in items_from_studies(studies)}
     if not paths:
@@ -193,6 +193,15 @@ class _Timer:
                 self.seconds[name] = round(time.perf_counter() - t0, 3)
 
         return span()
+
+
+def _check_out(out: Path) -> Path:
+    """Refuse a file, or a non-empty folder that holds no atlas (its files would be scattered there)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; choose a folder for the site")
+    if out.is_dir() and any(out.iterdir()) and not any((out / n).exists() for n in ("atlas.json", CACHE, "img")):
+        raise ConfigError(f"--out {out} is a non-empty folder that holds no atlas; choose a new or empty folder")
+    return out
 
 
 def _selection(ids: Sequence[int] | None, d_sae: int, flag: str) -> list[int]:

@@ -7,12 +7,13 @@ from pathlib import Path
 import typer
 
 from saerad.cli import app
+from saerad.datasets import DATASETS
 
 
 @app.command("atlas")
 def atlas(
-    dataset: str = typer.Option(..., "--dataset", help="folder | covid-cxr | mimic-cxr | iu-xray"),
-    root: Path = typer.Option(..., "--root", help="dataset root folder"),
+    dataset: str = typer.Option(..., "--dataset", help=" | ".join(DATASETS)),
+    root: Path = typer.Option(..., "--root", exists=True, file_okay=False, help="dataset root folder"),
     out: Path = typer.Option(..., "--out", help="site folder (created; rerun to resume or update)"),
     bundle: str | None = typer.Option(None, "--bundle", help="bundle directory (default: the embedded one)"),
     embeddings: Path | None = typer.Option(None, "--embeddings", help="class tokens from `saerad embed` of the same images with the bundle's encoder (skips embedding)"),

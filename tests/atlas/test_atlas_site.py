@@ -129,7 +129,21 @@ def test_feature_selection(tmp_path, atlas_bundle, image_folder):
                     AtlasOptions(features=[1, 99], progress=False))
 
 
-def test_counterfactuals_need_a_diffusion_model(tmp_path, atlas_bundle, image_folder, built_site):
+def test_out_must_be_a_new_or_atlas_folder(tmp_path, atlas_bundle, image_folder):
+    from saerad.atlas import AtlasOptions, build_atlas
+    from saerad.datasets import load_dataset
+
+    studies = load_dataset("folder", image_folder)
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "notes.txt").write_text("mine")
+    for out, message in ((tmp_path / "file", "is a file"), (tmp_path / "home", "holds no atlas")):
+        with pytest.raises(ConfigError, match=message):
+            build_atlas(atlas_bundle, studies, out, AtlasOptions(features=[0], progress=False))
+    assert sorted(p.name for p in (tmp_path / "home").iterdir()) == ["notes.txt"]
+
+
+def test_counterfactuals_need_a_diffusion_model(tmp_path, atlas_bundle, image_folder):
     from saerad.atlas import AtlasOptions, build_atlas
     from saerad.datasets import load_dataset
 
