@@ -20,10 +20,12 @@ Layout of ``SITE/``::
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -178,21 +180,18 @@ def parse_feature_spec(spec: str | None) -> list[int] | None:
 
 
 class _Timer:
+    """Wall seconds per stage, for the result and ``atlas.json``."""
+
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
 
-    def __call__(self, name: str):
-        import contextlib
-
-        @contextlib.contextmanager
-        def span():
-            t0 = time.perf_counter()
-            try:
-                yield
-            finally:
-                self.seconds[name] = round(time.perf_counter() - t0, 3)
-
-        return span()
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - t0, 3)
 
 
 def _check_out(out: Path) -> Path:
@@ -238,8 +237,6 @@ def _embed(paths: dict[str, str], encoder: ClassTokenEncoder, cache: Path, opts:
 
 def _expected(paths: dict[str, str], job) -> int:
     """Images the cached file should hold: all, minus those the embedding job found unreadable."""
-    import json
-
     try:
         failed = json.loads(job.failures_path.read_text(encoding="utf-8"))["count"]
     except (OSError, ValueError, KeyError):
@@ -318,8 +315,6 @@ def _add_strips(bundle, encoder, entries, tokens, paths, out: Path, opts: AtlasO
                 if (row := renderer.render(out, job)) is not None:
                     rows.setdefault(fid, []).append(row)
                 bar.update(1)
-    from dataclasses import replace
-
     entries = [replace(e, strips=tuple(rows.get(e.id, ()))) for e in entries]
     return entries, sum(len(r) for r in rows.values())
 

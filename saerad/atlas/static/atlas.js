@@ -125,7 +125,7 @@
     return named;
   }
 
-  /** Rank features for a query; mirrors FeatureDictionary.search, plus condition matches. */
+  /** Rank features for a query: word scores as in FeatureDictionary.search, plus condition matches. */
   function search(index, query) {
     var qwords = words(query);
     if (!qwords.length) return { features: [], conditions: [] };
