@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from saerad.atlas.pages import StripRow
 from saerad.errors import SaeradError
@@ -79,9 +78,8 @@ class StripRenderer:
         done = folder / "strip.json"
         if done.is_file() and (row := _row(site, json.loads(done.read_text(encoding="utf-8")))) is not None:
             return row
-        from saerad.diffusion.figure import to_uint8
         from saerad.diffusion.intervene import Edit, intervene
-        from saerad.diffusion.maps import overlay
+        from saerad.diffusion.maps import overlay, png_bytes
         from saerad.imaging import load_xray
 
         try:
@@ -96,17 +94,17 @@ class StripRenderer:
         map_of = "remove" if active else "add"
         k = 1 if active else 0
         images = {
-            "original": Image.fromarray(to_uint8(result.original), mode="L"),
-            "reconstruction": Image.fromarray(to_uint8(result.reconstruction), mode="L"),
-            "add": Image.fromarray(to_uint8(result.counterfactuals[0]), mode="L"),
-            "remove": Image.fromarray(to_uint8(result.counterfactuals[1]), mode="L"),
+            "original": result.original,
+            "reconstruction": result.reconstruction,
+            "add": result.counterfactuals[0],
+            "remove": result.counterfactuals[1],
             "map": overlay(result.original, result.heatmaps[k], result.boxes[k], max_side=result.original.shape[0]),
         }
         folder.mkdir(parents=True, exist_ok=True)
         tiles = {}
         for name, image in images.items():
             with atomic_path(folder / f"{name}.png") as tmp:
-                image.save(tmp, format="PNG")
+                tmp.write_bytes(png_bytes(image))
             tiles[name] = (folder / f"{name}.png").relative_to(site).as_posix()
         effect = {
             e["mode"]: {"before": e["before"], "after": e["after"]} for e in result.metrics.get("edits", [])

@@ -213,9 +213,7 @@ def _selection(ids: Sequence[int] | None, d_sae: int, flag: str) -> list[int]:
 
 
 def _encoder(bundle: Bundle, device: str) -> ClassTokenEncoder:
-    from saerad.encoders import load_encoder
-
-    return load_encoder(bundle.encoder_spec, device=device)
+    return bundle.load_encoder(device)
 
 
 def _embed(paths: dict[str, str], encoder: ClassTokenEncoder, cache: Path, opts: AtlasOptions, dataset: str):
@@ -246,15 +244,7 @@ def _expected(paths: dict[str, str], job) -> int:
 
 def _dataset_tokens(embeddings: EmbeddingSet, paths: dict[str, str], bundle: Bundle) -> EmbeddingSet:
     """The original views of the dataset's images that have a class token, checked against the SAE."""
-    d_in = int(bundle.sae.cfg.d_in)
-    if embeddings.dim != d_in:
-        raise ConfigError(
-            f"the class tokens have {embeddings.dim} dimensions but this bundle's SAE reads {d_in}: "
-            "embed the images with the bundle's encoder"
-        )
-    if embeddings.encoder not in (bundle.manifest.encoder.spec, bundle.encoder_spec):
-        log.warning("class tokens come from encoder %r, the bundle names %r: make sure they are the same model",
-                    embeddings.encoder, bundle.manifest.encoder.spec)
+    bundle.check_tokens(embeddings)
     ids = [i for i in embeddings.originals().ids if i in paths]
     if not ids:
         raise ConfigError("none of the dataset's images has a class token in the embeddings file: "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from saerad.cli import app
+from saerad.cli.app import DeviceOption, app
 from saerad.datasets import DATASETS
 
 
@@ -23,7 +23,7 @@ def atlas(
     counterfactuals: int = typer.Option(0, "--counterfactuals", help="images per feature with an add/remove strip (needs a diffusion model; seconds per image on CPU)"),
     counterfactual_features: str | None = typer.Option(None, "--counterfactual-features", help="features that get strips (default: the described ones)"),
     steps: int = typer.Option(25, "--steps", help="DDIM steps of the strips"),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
+    device: DeviceOption = "auto",
     title: str | None = typer.Option(None, "--title", help="page title"),
     seed: int = typer.Option(0, "--seed", help="seed of the random samples"),
 ) -> None:
@@ -31,11 +31,9 @@ def atlas(
     from saerad.atlas import AtlasOptions, build_atlas, parse_feature_spec
     from saerad.bundle import Bundle
     from saerad.datasets import load_dataset
+    from saerad.devices import resolve_device
 
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(resolve_device(device))
     loaded = Bundle.load(bundle, device=device)
     tokens = None
     if embeddings is not None:

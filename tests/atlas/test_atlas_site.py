@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from atlas_builders import HOSTILE, N_IMAGES, TRACKED
 
-from saerad.errors import ConfigError
+from saerad.errors import BundleError, ConfigError
 
 
 def test_site_layout_and_summary(built_site, atlas_bundle):
@@ -103,15 +103,18 @@ def test_embeddings_file_is_used_and_checked(tmp_path, atlas_bundle, image_folde
     studies = load_dataset("folder", image_folder)
     ids = [f"case{k:02d}" for k in range(10)]
     tokens = torch.randn(10, atlas_bundle.sae.cfg.d_in, generator=torch.Generator().manual_seed(1))
-    given = EmbeddingSet(ids=ids, tokens=tokens, encoder=atlas_bundle.manifest.encoder.spec)
+    given = EmbeddingSet(ids=ids, tokens=tokens, encoder=atlas_bundle.encoder_spec)
     result = build_atlas(atlas_bundle, studies, tmp_path / "a", AtlasOptions(features=[3], progress=False),
                          embeddings=given)
     assert result.images == 10 and not (tmp_path / "a" / ".cache").exists()
 
-    wrong = EmbeddingSet(ids=ids, tokens=torch.randn(10, 7), encoder="default")
-    with pytest.raises(ConfigError, match="7 dimensions"):
+    wrong = EmbeddingSet(ids=ids, tokens=torch.randn(10, 7), encoder=atlas_bundle.encoder_spec)
+    with pytest.raises(BundleError, match="7-d"):
         build_atlas(atlas_bundle, studies, tmp_path / "b", AtlasOptions(progress=False), embeddings=wrong)
-    other = EmbeddingSet(ids=["x", "y"], tokens=tokens[:2], encoder="default")
+    foreign = EmbeddingSet(ids=ids, tokens=tokens, encoder="default")
+    with pytest.raises(BundleError, match="not from this bundle"):
+        build_atlas(atlas_bundle, studies, tmp_path / "b", AtlasOptions(progress=False), embeddings=foreign)
+    other = EmbeddingSet(ids=["x", "y"], tokens=tokens[:2], encoder=atlas_bundle.encoder_spec)
     with pytest.raises(ConfigError, match="none of the dataset's images"):
         build_atlas(atlas_bundle, studies, tmp_path / "c", AtlasOptions(progress=False), embeddings=other)
 
