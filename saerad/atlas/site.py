@@ -126,7 +126,7 @@ def build_atlas(
             embeddings = _embed(paths, encoder, out / CACHE, opts, dataset)
         tokens = _dataset_tokens(embeddings, paths, bundle)
     with timer("activations"):
-        codes = sparse_activations(bundle.sae, tokens.tokens, progress=opts.progress)
+        codes = sparse_activations(bundle.sae, tokens.tokens, progress=opts.progress, desc="activations")
         profiles = profile_features(codes, selected, top_k=opts.top_k, sample_k=opts.sample_k, bins=opts.bins,
                                     seed=opts.seed)
     with timer("thumbnails"):
