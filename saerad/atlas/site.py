@@ -119,6 +119,8 @@ def build_atlas(
         raise ConfigError("the dataset has no images")
     d_sae = int(bundle.sae.cfg.d_sae)
     selected = _selection(opts.features, d_sae, "--features")
+    if encoder is not None:
+        bundle.check_encoder(encoder)
 
     with timer("tokens"):
         if embeddings is None:
@@ -150,7 +152,7 @@ def build_atlas(
             describer=bundle.dictionary.describer,
         )
         written, unchanged = _write_pages(out, info, entries, opts.progress)
-        atomic_write_json(out / "atlas.json", _summary(info, entries, opts, timer.seconds))
+    atomic_write_json(out / "atlas.json", _summary(info, entries, opts, timer.seconds))
     log.info("atlas of %d features on %d images in %s", len(entries), len(tokens), out)
     return AtlasResult(out=out, features=len(entries), images=len(tokens), thumbnails=sum(v is not None for v in thumbs.values()),
                        strips=strips, pages_written=written, pages_unchanged=unchanged, seconds=dict(timer.seconds))
