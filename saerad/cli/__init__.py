@@ -19,6 +19,7 @@ __all__ = ["DeviceOption", "app", "main"]
 
 def _register() -> None:
     # Each module adds its commands to ``app`` on import, in pipeline order.
+    import saerad.cli.atlas  # noqa: F401
     import saerad.cli.build  # noqa: F401
     import saerad.cli.diffusion  # noqa: F401
     import saerad.cli.embed  # noqa: F401

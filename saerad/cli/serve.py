@@ -24,6 +24,7 @@ def serve(
     workers: int = typer.Option(None, min=1, help="Worker processes (default: SAERAD_WORKERS or 1)."),
     job_db: Path = typer.Option(None, "--job-db", help="SQLite job database (default: SAERAD_JOB_DB)."),
     device: str = typer.Option(None, "--device", help=f"{DEVICE_HELP} (default: SAERAD_DEVICE or auto)."),
+    atlas: Path = typer.Option(None, "--atlas", help="Serve this `saerad atlas` folder at /atlas/ (default: SAERAD_ATLAS_DIR)."),
 ) -> None:
     """Serve grounded reports over HTTP (see docs/deployment.md)."""
     import uvicorn
@@ -43,6 +44,8 @@ def serve(
         os.environ["SAERAD_JOB_DB"] = str(job_db.resolve())
     if device is not None:
         os.environ["SAERAD_DEVICE"] = device
+    if atlas is not None:
+        os.environ["SAERAD_ATLAS_DIR"] = str(atlas.resolve())
     try:
         settings = ServiceSettings()
     except Exception as exc:  # pydantic ValidationError: a bad SAERAD_* value
@@ -54,6 +57,10 @@ def serve(
     root = bundle_root(settings.bundle)
     verify_files(root, read_manifest(root))
     resolve_device(settings.device)
+    if settings.atlas_dir is not None:
+        from saerad.service.atlas import check_atlas_dir
+
+        check_atlas_dir(settings.atlas_dir)
 
     # The service logs JSON through its own handler; drop the CLI's plain-text one.
     import logging

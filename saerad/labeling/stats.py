@@ -255,14 +255,14 @@ def compute_activation_stats(
     return acc.finalize()
 
 
-def sparse_activations(sae, tokens, *, batch_size: int = 4096, progress: bool = False):
-    """All activations of ``tokens`` as a scipy CSC matrix ``(N, d_sae)`` (held-out scoring needs each
-    feature's column; only the non-zeros are kept)."""
+def sparse_activations(sae, tokens, *, batch_size: int = 4096, progress: bool = False, desc: str = "held-out"):
+    """All activations of ``tokens`` as a scipy CSC matrix ``(N, d_sae)`` (held-out scoring and the atlas
+    need each feature's column; only the non-zeros are kept). ``desc`` labels the progress bar."""
     from scipy import sparse
 
     rows, cols, vals = [], [], []
     width = int(getattr(getattr(sae, "cfg", None), "d_sae", 0))
-    for start, f in iter_activations(sae, tokens, batch_size=batch_size, progress=progress, desc="held-out"):
+    for start, f in iter_activations(sae, tokens, batch_size=batch_size, progress=progress, desc=desc):
         width = f.shape[1]
         r, c = (f > 0).nonzero(as_tuple=True)
         rows.append((r + start).cpu().numpy())

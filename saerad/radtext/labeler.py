@@ -91,6 +91,24 @@ def _split_top_level(pattern: str) -> list[str]:
     return [alt for alt in out if alt]
 
 
+def plain_mentions() -> dict[str, tuple[str, ...]]:
+    """Each condition's mention phrases that are plain words (``"pacemaker"`` -> Support Devices).
+
+    The literal alternatives of the finding and hedged rules (a trailing optional plural dropped), so
+    keyword search can map a word to the condition the labeller would read it as, without running
+    the labeller on the query.
+    """
+    out: dict[str, set[str]] = {}
+    for rule in _RULES:
+        if rule.kind not in ("finding", "hedged") or len(rule.conditions) != 1:
+            continue
+        for alt in _split_top_level(rule.pattern):
+            alt = re.sub(r"(?<=\w)s\?$", "", alt)
+            if re.fullmatch(r"[a-z][a-z' -]*", alt):
+                out.setdefault(rule.conditions[0], set()).add(alt)
+    return {condition: tuple(sorted(words)) for condition, words in sorted(out.items())}
+
+
 _TRIGGER_RE = re.compile("|".join(_trigger_alternative(kind, pattern) for kind, pattern in phrases.TRIGGERS))
 _NEG_BREAKING = re.compile(r"(?:" + phrases.NEG_BREAKING_UNC + r")")
 _CLAUSE_VERB = re.compile(r"\b" + phrases.CLAUSE_VERB + r"\b")

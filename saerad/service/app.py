@@ -88,6 +88,10 @@ def create_app(settings: ServiceSettings | None = None, *, reporter: Reporter | 
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(router)
+    if settings.atlas_dir is not None:
+        from saerad.service.atlas import mount_atlas
+
+        mount_atlas(app, settings.atlas_dir)
 
     # add_middleware wraps the current stack, so the last one added is the outermost.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)

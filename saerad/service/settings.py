@@ -75,6 +75,11 @@ class ServiceSettings(BaseSettings):
     intervention_steps: int = Field(50, ge=1, le=1000, description="Default DDIM steps of interventions.")
     max_intervention_steps: int = Field(200, ge=1, le=1000, description="Upper bound a client may ask for.")
 
+    # --- feature atlas -----------------------------------------------------------------------
+    atlas_dir: Path | None = Field(
+        None, description="A folder written by `saerad atlas`, served read-only at /atlas/ (same API key as /v1)."
+    )
+
     # --- logging -----------------------------------------------------------------------------
     log_level: str = Field("INFO", description="Level of the JSON logs.")
     log_json: bool = Field(True, description="One JSON object per log line (false: plain text).")

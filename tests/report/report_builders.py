@@ -95,8 +95,9 @@ def make_tiny_dictionary(*, with_report_text: bool = True):
 
 
 def build_tiny_bundle(out: Path, *, encoder_dir: Path | None = None, diffusion_dir: Path | None = None,
-                      name: str = "tiny", version: str = "1") -> Path:
-    """Write a complete, valid bundle (encoder copied inside, spec ``hf:encoder``) to ``out``."""
+                      name: str = "tiny", version: str = "1", dictionary=None) -> Path:
+    """Write a complete, valid bundle (encoder copied inside, spec ``hf:encoder``) to ``out``;
+    ``dictionary`` replaces :func:`make_tiny_dictionary`'s."""
     from saerad.bundle import DataEntry, EncoderEntry, write_bundle
     from saerad.encoders import load_encoder
 
@@ -111,7 +112,7 @@ def build_tiny_bundle(out: Path, *, encoder_dir: Path | None = None, diffusion_d
         encoder=EncoderEntry(spec=encoder.spec, dim=encoder.dim, describe=encoder.describe()),
         sae=make_tiny_sae(),
         sae_metrics={"explained_variance": 0.5, "l0": 8.0},
-        dictionary=make_tiny_dictionary(),
+        dictionary=dictionary if dictionary is not None else make_tiny_dictionary(),
         data=DataEntry(dataset="synthetic", description="random test bundle", license="CC0-1.0", n_images=0),
         encoder_dir=encoder_dir,
         diffusion_dir=diffusion_dir,
