@@ -34,24 +34,11 @@ import numpy as np
 from scipy import sparse
 from scipy.stats import norm, rankdata
 
-# One short statement per condition, each labelled by the rule labeller as that condition only
-# (checked in tests). "No Finding" reads as a normality statement the scorer recognises.
-CANONICAL: dict[str, str] = {
-    "Enlarged Cardiomediastinum": "Enlarged cardiomediastinal silhouette.",
-    "Cardiomegaly": "Cardiomegaly.",
-    "Lung Opacity": "Lung opacities.",
-    "Lung Lesion": "Lung nodule or mass.",
-    "Edema": "Pulmonary edema.",
-    "Consolidation": "Consolidation.",
-    "Pneumonia": "Pneumonia.",
-    "Atelectasis": "Atelectasis.",
-    "Pneumothorax": "Pneumothorax.",
-    "Pleural Effusion": "Pleural effusion.",
-    "Pleural Other": "Pleural thickening.",
-    "Fracture": "Fracture.",
-    "Support Devices": "Support devices in place.",
-    "No Finding": "No acute cardiopulmonary abnormality.",
-}
+from saerad.radtext.phrasebook import FINDING_SENTENCES
+
+# The description of a feature that tracks a condition: the phrasebook's sentence, which the rule
+# labeller maps back to exactly that condition (tests/radtext/test_radtext_phrasebook.py).
+CANONICAL: dict[str, str] = FINDING_SENTENCES
 
 
 @dataclass
