@@ -14,6 +14,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from saerad.pacs.settings import PacsSettings
+
 
 class ServiceSettings(BaseSettings):
     """Settings of one service process. Field ``x`` is read from ``SAERAD_X``."""
@@ -74,6 +76,12 @@ class ServiceSettings(BaseSettings):
     localize_steps: int = Field(50, ge=1, le=1000, description="DDIM steps of report localisation jobs.")
     intervention_steps: int = Field(50, ge=1, le=1000, description="Default DDIM steps of interventions.")
     max_intervention_steps: int = Field(200, ge=1, le=1000, description="Upper bound a client may ask for.")
+
+    # --- PACS --------------------------------------------------------------------------------
+    pacs: PacsSettings = Field(
+        default_factory=PacsSettings,
+        description="The DICOMweb PACS of POST /v1/studies/{uid}/report, read from SAERAD_PACS_* (docs/deployment.md).",
+    )
 
     # --- logging -----------------------------------------------------------------------------
     log_level: str = Field("INFO", description="Level of the JSON logs.")
