@@ -16,6 +16,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from saerad.pacs.study import UID_PATTERN
 from saerad.service.errors import CapabilityError, NotFoundError, error_responses
 from saerad.service.jobs import JobOutput
 from saerad.service.models import JobAccepted, JobLinks
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 router = APIRouter()
 
-UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
 _UID = Annotated[str, Path(min_length=1, max_length=64, pattern=UID_PATTERN, description="Study Instance UID.")]
 
 
