@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from saerad.cli import app
+from saerad.cli.app import DeviceOption, app
 
 pacs_app = typer.Typer(name="pacs", help="Work with a PACS over DICOMweb (QIDO-RS, WADO-RS, STOW-RS).",
                        no_args_is_help=True)
@@ -37,7 +37,7 @@ def pacs_report(
     fmt: StudyFormat = typer.Option(StudyFormat.text, "--format", "-f", help="What to print: text, json or fhir-bundle."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Also write the DICOM SR to this file."),
     localize: bool = typer.Option(False, "--localize", help="Add boxes (SCOORD regions) with the diffusion model (slow on CPU)."),
-    device: str = typer.Option("cpu", "--device", help="torch device."),
+    device: DeviceOption = "auto",
 ) -> None:
     """Pull a study's frontal chest radiograph, report it and (with --store) store the SR in the study.
 

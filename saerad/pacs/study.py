@@ -100,7 +100,8 @@ def report_study(
         from saerad.diffusion.localize import localize_report
 
         steps = {} if localize_steps is None else {"steps": localize_steps}
-        report = localize_report(report, xray, reporter, **steps)
+        report = localize_report(report, xray, bundle=reporter.bundle, encoder=reporter.encoder,
+                                 device=reporter.device, **steps)
     timings["report"] = _ms(t)
     t = time.perf_counter()
     sr = to_dicom_sr(report, xray.dicom, source_format=xray.source_format)

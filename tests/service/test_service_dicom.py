@@ -23,6 +23,13 @@ def _upload(ds: pydicom.Dataset) -> dict:
     return {"file": ("image.dcm", dicom_bytes(ds))}
 
 
+@pytest.fixture
+def client(start_server):
+    """A server on the session's reporter (the module-scoped ``server`` would load a bundle again)."""
+    with start_server().client() as c:
+        yield c
+
+
 def test_dicom_sr_and_fhir_bundle_formats(client):
     source = make_radiograph()
     r = client.post("/v1/reports", params={"format": "dicom-sr"}, files=_upload(source))
