@@ -120,3 +120,15 @@ def test_study_report_jobs_against_orthanc(orthanc, start_server, wait_job, log_
     assert "saerad.service" in logs
     for secret in (study, pa.SOPInstanceUID, PATIENT_ID, PATIENT_NAME.split("^")[0], PASSWORD):
         assert secret not in logs
+
+
+def test_pacs_settings_come_from_the_environment(monkeypatch):
+    from saerad.service.settings import ServiceSettings
+
+    monkeypatch.setenv("SAERAD_PACS_URL", "https://pacs.example:8042/dicom-web/")
+    monkeypatch.setenv("SAERAD_PACS_HEADERS", '{"X-Api-Key": "k3y"}')
+    monkeypatch.setenv("SAERAD_PACS_TOKEN", "t0ken")
+    pacs = ServiceSettings().pacs
+    assert pacs.url == "https://pacs.example:8042/dicom-web"
+    assert pacs.request_headers() == {"X-Api-Key": "k3y", "Authorization": "Bearer t0ken"}
+    assert "k3y" not in repr(pacs) and "t0ken" not in repr(pacs)
