@@ -9,8 +9,10 @@ checked by ``highdicom`` (https://highdicom.readthedocs.io):
   TID 1501 (image-level); the sentence is a TEXT "Finding" of its group (TID 1501 row 12 allows
   coded questions with text answers), each SAE feature behind it a NUM with its activation, and the
   algorithm (TID 4019: name, version, bundle) is named in every group;
-- a report without findings gets one image-level group that says so and lists the active features
-  (TID 1500 needs at least one group);
+- a sentence written by a finding rule carries the rule (condition, evidence, threshold, held-out
+  AUROC) as a TEXT item of its group;
+- a report without findings gets one image-level group with the report's own "nothing validated"
+  statement and the active features (TID 1500 needs at least one group);
 - a "Qualitative Evaluations" container (TID 1500 row 12) with the research-use-only statement and,
   for PNG/JPEG input, the reason the SR stands in a new study.
 
@@ -71,7 +73,7 @@ class DicomSRError(SaeradError):
     http_status = 422
 
 
-@dataclass(frozen=True)
+@dataclass
 class SRFinding:
     """One finding read back from an SR: what a viewer shows for one sentence."""
 
@@ -80,6 +82,7 @@ class SRFinding:
     features: dict[int, float] = field(default_factory=dict)
     regions: list[np.ndarray] = field(default_factory=list)  # (N, 2) column, row pixel coordinates
     region_text: list[str] = field(default_factory=list)
+    rule: str | None = None
 
 
 def to_dicom_sr(
@@ -180,6 +183,8 @@ def read_findings(dataset: Dataset) -> list[SRFinding]:
                 finding.features[int(_code(item)[1:])] = float(item.MeasuredValueSequence[0].NumericValue)
             elif item.ValueType == ValueTypeValues.TEXT.value and _named(item, "REGION", SCHEME):
                 finding.region_text.append(item.TextValue)
+            elif item.ValueType == ValueTypeValues.TEXT.value and _named(item, "RULE", SCHEME):
+                finding.rule = item.TextValue
         roi = getattr(group, "roi", None)
         if roi is not None and roi.graphic_type == GraphicTypeValues.POLYLINE:
             finding.regions.append(np.asarray(roi.value, dtype=float))
@@ -206,6 +211,7 @@ def _groups(report: GroundedReport, image: Dataset | None, algorithm: Any) -> li
                     measurements=measurements,
                 )
                 _add_text(group, _finding_concept(), sentence.text)
+                _add_rule(group, sentence)
                 groups.append(group)
             continue
         group = hd.sr.MeasurementsAndQualitativeEvaluations(
@@ -215,17 +221,18 @@ def _groups(report: GroundedReport, image: Dataset | None, algorithm: Any) -> li
             source_images=[_source_for_group(image)] if image is not None else None,
         )
         _add_text(group, _finding_concept(), sentence.text)
+        _add_rule(group, sentence)
         for box in boxes:  # PNG/JPEG input: no DICOM image for a SCOORD to point at
             _add_text(group, _region_concept(), _box_text(box))
         groups.append(group)
     if not groups:
         group = hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="No findings"),
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="No validated finding"),
             algorithm_id=algorithm,
             measurements=[_feature_measurement(f.id, f.activation) for f in report.features],
             source_images=[_source_for_group(image)] if image is not None else None,
         )
-        _add_text(group, _finding_concept(), "No described feature is active in this image.")
+        _add_text(group, _finding_concept(), report.text())  # the report's own "nothing validated" statement
         groups.append(group)
     return groups
 
@@ -294,6 +301,18 @@ def _add_text(group, name, text: str) -> None:
 
     item = TextContentItem(name=name, value=text, relationship_type=RelationshipTypeValues.CONTAINS)
     group[0].ContentSequence.append(item)
+
+
+def _add_rule(group, sentence) -> None:
+    """A sentence written by a finding rule says which rule and how strongly its voters reached it."""
+    from highdicom.sr import CodedConcept
+
+    rule = sentence.rule
+    if rule is None:
+        return
+    auroc = "" if rule.held_out_auroc is None else f", held-out AUROC {rule.held_out_auroc:.2f}"
+    text = f"{rule.condition}: evidence {rule.evidence:.3f} >= threshold {rule.threshold:.3f}{auroc}"
+    _add_text(group, CodedConcept("RULE", SCHEME, "Finding rule of the SAE features"), text)
 
 
 def _qualitative_evaluations(report: GroundedReport, image: Dataset | None, source_format: str | None):

@@ -204,10 +204,17 @@ def _observation(index: int, sentence, image_uid: str | None = None) -> dict[str
             for f in sentence.features
         ],
     }
+    notes = []
+    if sentence.rule is not None:
+        rule = sentence.rule
+        auroc = "" if rule.held_out_auroc is None else f", held-out AUROC {rule.held_out_auroc:.2f}"
+        notes.append(f"Finding rule {rule.condition}: evidence {rule.evidence:.3f} >= threshold {rule.threshold:.3f}{auroc}")
     if sentence.boxes:
         boxes = "; ".join(f"[{b.x_min:.3f}, {b.y_min:.3f}, {b.x_max:.3f}, {b.y_max:.3f}]" for b in sentence.boxes)
-        obs["note"] = [{"text": f"Regions (x_min, y_min, x_max, y_max as fractions of the image): {boxes}"}]
+        notes.append(f"Regions (x_min, y_min, x_max, y_max as fractions of the image): {boxes}")
         obs["extension"] = [_region_extension(b, image_uid) for b in sentence.boxes]
+    if notes:
+        obs["note"] = [{"text": text} for text in notes]
     return obs
 
 

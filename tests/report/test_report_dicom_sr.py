@@ -23,7 +23,7 @@ from saerad.report.dicom_sr import (
     sr_bytes,
     to_dicom_sr,
 )
-from saerad.report.schema import Box, FeatureRef, GroundedReport, Sentence
+from saerad.report.schema import NOTHING_VALIDATED, Box, FeatureRef, GroundedReport, RuleEvidence, Sentence
 
 EFFUSION_BOXES = [Box(x_min=0.5, y_min=0.5, x_max=0.9, y_max=0.95), Box(x_min=0.1, y_min=0.6, x_max=0.3, y_max=0.8)]
 
@@ -31,11 +31,13 @@ EFFUSION_BOXES = [Box(x_min=0.5, y_min=0.5, x_max=0.9, y_max=0.95), Box(x_min=0.
 def _report(boxes=None, findings=True) -> GroundedReport:
     effusion = FeatureRef(id=3, activation=1.5, description="Small left pleural effusion.")
     heart = FeatureRef(id=11, activation=0.7, description="Cardiomegaly.")
+    rule = RuleEvidence(condition="Cardiomegaly", evidence=0.95, threshold=0.5, held_out_auroc=0.81)
     sentences = [
         Sentence(text="Small left pleural effusion.", features=[effusion], boxes=boxes),
-        Sentence(text="Cardiomegaly.", features=[heart, FeatureRef(id=12, activation=0.25)]),
+        Sentence(text="Cardiomegaly.", features=[heart, FeatureRef(id=12, activation=0.25)], rule=rule),
     ]
     return GroundedReport(
+        status="findings" if findings else "nothing_validated",
         findings=sentences if findings else [],
         features=[effusion, heart],
         bundle={"name": "tiny", "version": "1", "encoder": "hf:encoder"},
@@ -80,6 +82,8 @@ def test_sr_joins_the_source_study_with_regions_on_the_source_image():
     findings = read_findings(ds)
     assert [f.text for f in findings] == ["Small left pleural effusion.", "Cardiomegaly."]
     assert findings[0].features == {3: 1.5} and findings[1].features == {11: 0.7, 12: 0.25}
+    assert findings[0].rule is None
+    assert findings[1].rule == "Cardiomegaly: evidence 0.950 >= threshold 0.500, held-out AUROC 0.81"
     # one closed polyline per box, in pixels of the 100 x 200 source (x = column, y = row)
     assert len(findings[0].regions) == 2 and findings[1].regions == []
     np.testing.assert_allclose(findings[0].regions[0], [[50, 100], [90, 100], [90, 190], [50, 190], [50, 100]])
@@ -107,7 +111,7 @@ def test_png_input_starts_a_new_study_and_says_so():
 def test_report_without_findings_lists_its_active_features():
     ds = _roundtrip(to_dicom_sr(_report(findings=False), None))
     [finding] = read_findings(ds)
-    assert finding.text == "No described feature is active in this image." and finding.features == {3: 1.5, 11: 0.7}
+    assert finding.text == NOTHING_VALIDATED and finding.features == {3: 1.5, 11: 0.7}
 
 
 def test_invalid_optional_source_values_are_dropped_and_identity_kept(caplog):

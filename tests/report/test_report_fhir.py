@@ -8,7 +8,7 @@ import base64
 from dicom_builders import PATIENT_ID, make_radiograph
 
 from saerad.report.fhir import DICOM_UID_SYSTEM, REGION_URL, to_fhir_transaction
-from saerad.report.schema import Box, FeatureRef, GroundedReport, Sentence
+from saerad.report.schema import Box, FeatureRef, GroundedReport, RuleEvidence, Sentence
 
 
 def _report(boxes=None) -> GroundedReport:
@@ -17,7 +17,8 @@ def _report(boxes=None) -> GroundedReport:
     return GroundedReport(
         findings=[
             Sentence(text="Small left pleural effusion.", features=[effusion], boxes=boxes),
-            Sentence(text="Cardiomegaly.", features=[heart]),
+            Sentence(text="Cardiomegaly.", features=[heart],
+                     rule=RuleEvidence(condition="Cardiomegaly", evidence=0.9, threshold=0.5, held_out_auroc=0.8)),
         ],
         features=[effusion, heart],
         bundle={"name": "tiny", "version": "1"},
@@ -65,6 +66,7 @@ def test_transaction_bundle_of_a_dicom_report():
     assert values == {"x_min": 0.5, "y_min": 0.5, "x_max": 0.9, "y_max": 0.95, "image": f"urn:oid:{source.SOPInstanceUID}"}
     assert "0.500, 0.500, 0.900, 0.950" in first["note"][0]["text"]
     assert "extension" not in second and second["component"][0]["code"]["coding"][0]["code"] == "11"
+    assert second["note"] == [{"text": "Finding rule Cardiomegaly: evidence 0.900 >= threshold 0.500, held-out AUROC 0.80"}]
 
 
 def test_png_report_has_no_study_or_patient_and_several_reports_share_one_device():
