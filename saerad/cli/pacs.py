@@ -45,6 +45,7 @@ def pacs_report(
     (a JSON object); --user and --header override them. Research use only: not a medical device.
     """
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from saerad.errors import ConfigError
     from saerad.pacs.client import PacsClient
@@ -57,22 +58,24 @@ def pacs_report(
         overrides["url"] = url
     if user is not None:
         overrides["username"] = user
-    if header:
-        overrides["headers"] = {**PacsSettings().headers, **_parse_headers(header)}
     try:
+        if header:
+            overrides["headers"] = {**PacsSettings().headers, **_parse_headers(header)}
         settings = PacsSettings(**overrides)
     except ValidationError as exc:
         raise ConfigError(f"invalid PACS settings: {exc.errors()[0]['msg']}") from exc
+    except SettingsError as exc:  # e.g. SAERAD_PACS_HEADERS is not a JSON object
+        raise ConfigError(f"invalid PACS settings in the environment: {exc}") from exc
     client = PacsClient(settings)
     check_uid(study)
     reporter = Reporter.from_bundle(bundle, device=device)
     result = report_study(reporter, client, study, instance=instance, store=store, localize=localize)
     if out is not None:
-        from saerad.cli.report import _target
+        from saerad.cli.report import output_path
         from saerad.fileio import atomic_path
         from saerad.report.dicom_sr import sr_bytes
 
-        with atomic_path(_target(out)) as tmp:
+        with atomic_path(output_path(out)) as tmp:
             tmp.write_bytes(sr_bytes(result.sr))
         typer.echo(f"wrote {out}", err=True)
     if fmt is StudyFormat.json:

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from saerad.cli.app import DeviceOption, app
+from saerad.errors import ConfigError
 
 
 class ReportFormat(str, Enum):
@@ -49,7 +50,6 @@ def report_command(
     fhir-bundle one transaction Bundle. dicom-sr joins a DICOM input's study; for PNG/JPEG input it
     starts a new study without patient identity (docs/deployment.md).
     """
-    from saerad.errors import ConfigError
     from saerad.imaging import load_xray
     from saerad.pipeline import Reporter
 
@@ -89,7 +89,7 @@ def _emit(text: str, out: Path | None) -> None:
         return
     from saerad.fileio import atomic_write_text
 
-    atomic_write_text(_target(out), text + "\n")
+    atomic_write_text(output_path(out), text + "\n")
     typer.echo(f"wrote {out}", err=True)
 
 
@@ -98,11 +98,9 @@ def _write_dicom_sr(images: list[Path], reports: list, sources: list, out: Path)
     from saerad.report.dicom_sr import sr_bytes, to_dicom_sr
 
     if len(images) > 1 and out.exists() and not out.is_dir():
-        from saerad.errors import ConfigError
-
         raise ConfigError(f"{out} is a file; with several images --out must be a folder")
     for path, report, source in zip(images, reports, sources, strict=True):
-        target = _target(out / f"{path.stem}.sr.dcm" if len(images) > 1 else out)
+        target = output_path(out / f"{path.stem}.sr.dcm" if len(images) > 1 else out)
         data = sr_bytes(to_dicom_sr(report, source, source_format=report.image.source_format if report.image else None))
         with atomic_path(target) as tmp:
             tmp.write_bytes(data)
@@ -111,10 +109,8 @@ def _write_dicom_sr(images: list[Path], reports: list, sources: list, out: Path)
             typer.echo(f"note: {path.name} is not DICOM, so its SR starts a new study with no patient identity", err=True)
 
 
-def _target(path: Path) -> Path:
-    """Refuse to replace anything but a regular file (a device, a FIFO, a folder)."""
-    from saerad.errors import ConfigError
-
+def output_path(path: Path) -> Path:
+    """``path`` if writing there replaces at most a regular file (never a device, a FIFO, a folder)."""
     if path.exists() and not path.is_file():
         raise ConfigError(f"{path} exists and is not a regular file; choose another --out")
     return path

@@ -12,10 +12,12 @@ its connection pool logger is held at INFO.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from saerad.pacs.errors import PacsError, StudyNotFoundError
 from saerad.pacs.settings import PacsSettings
@@ -50,7 +52,8 @@ class StoredInstance:
 
 
 class PacsClient:
-    """One configured DICOMweb endpoint. Thread-safe for sequential use per thread (one session each)."""
+    """One configured DICOMweb endpoint. Each call opens and closes its own HTTP session, so one client
+    may serve several threads."""
 
     def __init__(self, settings: PacsSettings) -> None:
         if settings.url is None:
@@ -58,11 +61,17 @@ class PacsClient:
         self.settings = settings
         self.url = settings.url
 
-    def _client(self):
+    @contextlib.contextmanager
+    def _request(self, action: str, *, not_found: type[Exception] | None = None) -> Iterator[Any]:
+        """A ``DICOMwebClient`` on a fresh session, closed afterwards; its errors become PacsErrors."""
         import requests
+
+        with requests.Session() as session, _TranslateErrors(self.url, action, not_found):
+            yield self._client(session)
+
+    def _client(self, session):
         from dicomweb_client.api import DICOMwebClient
 
-        session = requests.Session()
         if self.settings.username:
             password = self.settings.password.get_secret_value() if self.settings.password else ""
             session.auth = (self.settings.username, password)
@@ -81,8 +90,8 @@ class PacsClient:
         """Every instance of the study with :data:`QIDO_FIELDS`; :class:`StudyNotFoundError` if none."""
         from pydicom import Dataset
 
-        with self._errors("search the study (QIDO-RS)", not_found=StudyNotFoundError):
-            results = self._client().search_for_instances(
+        with self._request("search the study (QIDO-RS)", not_found=StudyNotFoundError) as dicomweb:
+            results = dicomweb.search_for_instances(
                 study_instance_uid=study_uid, fields=list(QIDO_FIELDS), get_remaining=True
             )
         try:
@@ -96,8 +105,8 @@ class PacsClient:
 
     def retrieve(self, study_uid: str, series_uid: str, sop_uid: str) -> bytes:
         """One instance as a DICOM Part 10 file, in the transfer syntax the PACS stores it in."""
-        with self._errors("retrieve the image (WADO-RS)"):
-            dataset = self._client().retrieve_instance(
+        with self._request("retrieve the image (WADO-RS)") as dicomweb:
+            dataset = dicomweb.retrieve_instance(
                 study_uid, series_uid, sop_uid, media_types=(("application/dicom", "*"),)
             )
         buffer = io.BytesIO()
@@ -110,8 +119,8 @@ class PacsClient:
 
     def store(self, dataset: Dataset) -> StoredInstance:
         """STOW-RS into the dataset's study; :class:`PacsError` unless the PACS confirms it stored it."""
-        with self._errors("store the report (STOW-RS)"):
-            reply = self._client().store_instances([dataset], study_instance_uid=str(dataset.StudyInstanceUID))
+        with self._request("store the report (STOW-RS)") as dicomweb:
+            reply = dicomweb.store_instances([dataset], study_instance_uid=str(dataset.StudyInstanceUID))
         failed = list(getattr(reply, "FailedSOPSequence", []) or [])
         stored = [
             item for item in getattr(reply, "ReferencedSOPSequence", []) or []
@@ -125,10 +134,6 @@ class PacsClient:
             )
         url = stored[0].get("RetrieveURL")
         return StoredInstance(sop_instance_uid=str(dataset.SOPInstanceUID), retrieve_url=str(url) if url else None)
-
-    # ------------------------------------------------------------------------------ errors
-    def _errors(self, action: str, *, not_found: type[Exception] | None = None):
-        return _TranslateErrors(self.url, action, not_found)
 
 
 class _TranslateErrors:
@@ -166,7 +171,9 @@ class _TranslateErrors:
         if isinstance(exc, requests.RequestException):
             raise PacsError(f"the request to the PACS at {self.url} failed: {type(exc).__name__}",
                             code="pacs_error") from exc
-        if isinstance(exc, (ValueError, KeyError, IndexError, EOFError)) and not isinstance(exc, PacsError):
+        from pydicom.errors import InvalidDicomError
+
+        if isinstance(exc, (ValueError, KeyError, IndexError, EOFError, InvalidDicomError)):
             # dicomweb-client's parsing of multipart/JSON replies, or pydicom's of the instance
             raise PacsError(f"the PACS sent a reply saerad cannot read when asked to {self.action}",
                             code="pacs_bad_response") from exc

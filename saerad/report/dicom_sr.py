@@ -97,13 +97,14 @@ def to_dicom_sr(
     ``source`` is the header of the DICOM image the report describes (``XRay.dicom``); without one
     the SR starts a new study. Raises :class:`DicomSRError` with a message for the user.
     """
+    # highdicom warns about odd source values by quoting them (e.g. a one-part patient name): that must
+    # not reach stderr or the logs. A filter (re)installed per call rather than ``catch_warnings``,
+    # which is not thread-safe (SRs are built in the service's worker threads); installing an identical
+    # filter again replaces it, so the list does not grow.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"highdicom(\.|$)")
     evidence, image = _evidence(source)
     try:
-        with warnings.catch_warnings():
-            # highdicom and pydicom warn about odd source values (e.g. a one-part patient name) by
-            # quoting them: patient data must not reach stderr or the logs.
-            warnings.simplefilter("ignore", UserWarning)
-            sr = _build(report, evidence, image, source_format, institution_name)
+        sr = _build(report, evidence, image, source_format, institution_name)
     except (ValueError, TypeError, KeyError) as exc:
         # highdicom's messages may quote source UIDs: keep them out of what the user and logs see.
         raise DicomSRError(f"cannot build a DICOM SR for this report ({type(exc).__name__} in highdicom)") from exc

@@ -135,7 +135,7 @@ def test_no_warning_or_log_repeats_patient_data(caplog):
     source = make_radiograph(patient_name="SingleComponentName")  # highdicom warns about such names
     caplog.set_level("DEBUG")
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        warnings.filterwarnings("always", append=True)  # everything not filtered on purpose is recorded
         to_dicom_sr(_report(), source)
     assert not [w for w in caught if "SingleComponentName" in str(w.message)]
     assert "SingleComponentName" not in caplog.text and source.SOPInstanceUID not in caplog.text
