@@ -30,13 +30,17 @@ import io
 import os
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from saerad.errors import ImageDecodeError, ImageTooLargeError
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 #: Default pixel limit (width x height of one frame): 64 Mpx, above the largest chest radiographs
 #: (~4,300 x 3,500 = 15 Mpx) and below what a decompression bomb needs to exhaust memory.
@@ -52,11 +56,17 @@ _DICM_OFFSET = 128
 
 @dataclass(frozen=True)
 class XRay:
-    """A decoded X-ray: float32 (H, W) in [0, 1], displayed polarity (bones bright)."""
+    """A decoded X-ray: float32 (H, W) in [0, 1], displayed polarity (bones bright).
+
+    ``dicom`` keeps a DICOM source's attributes without its pixel data, for outputs that must
+    reference or join the source (a DICOM SR in the same study, a FHIR ImagingStudy reference). It
+    holds patient data, so it is left out of ``repr`` and must never be logged.
+    """
 
     pixels: np.ndarray
     original_size: tuple[int, int]  # (height, width) of the decoded file
     source_format: str  # "png" | "jpeg" | "dicom"
+    dicom: Dataset | None = field(default=None, repr=False, compare=False)
 
 
 def load_xray(source: str | os.PathLike | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> XRay:
@@ -69,17 +79,18 @@ def load_xray(source: str | os.PathLike | bytes, *, max_pixels: int = DEFAULT_MA
     if not data:
         raise ImageDecodeError(f"{name} is empty (0 bytes)")
     kind = _sniff(data)
+    header = None
     if kind in ("png", "jpeg"):
         pixels = _decode_pil(data, kind, name, max_pixels)
-    elif kind == "dicom":
-        pixels = _decode_dicom(data, name, max_pixels, force=False)
-    elif kind == "dicom-raw":
-        pixels = _decode_dicom(data, name, max_pixels, force=True)
+    elif kind in ("dicom", "dicom-raw"):
+        pixels, header = _decode_dicom(data, name, max_pixels, force=kind == "dicom-raw")
         kind = "dicom"
     else:
         raise ImageDecodeError(f"{name} is not a PNG, JPEG or DICOM image: {_what_is_it(data)}")
     pixels = _finish(pixels)
-    return XRay(pixels=pixels, original_size=(int(pixels.shape[0]), int(pixels.shape[1])), source_format=kind)
+    return XRay(
+        pixels=pixels, original_size=(int(pixels.shape[0]), int(pixels.shape[1])), source_format=kind, dicom=header
+    )
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -189,7 +200,11 @@ def _pil_to_gray(image: Image.Image) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ DICOM
 
 
-def _decode_dicom(data: bytes, name: str, max_pixels: int, *, force: bool) -> np.ndarray:
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def _decode_dicom(data: bytes, name: str, max_pixels: int, *, force: bool) -> tuple[np.ndarray, Dataset]:
+    """The first frame as float pixels, and the dataset without its pixel data."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -200,7 +215,7 @@ def _decode_dicom(data: bytes, name: str, max_pixels: int, *, force: bool) -> np
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged headers
         raise ImageDecodeError(f"{name} has a damaged or truncated DICOM header") from exc
 
-    if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+    if not any(tag in ds for tag in _PIXEL_KEYWORDS):
         if force and "Rows" not in ds:
             raise ImageDecodeError(f"{name} is not a PNG, JPEG or DICOM image")
         raise ImageDecodeError(
@@ -225,11 +240,15 @@ def _decode_dicom(data: bytes, name: str, max_pixels: int, *, force: bool) -> np
         raise ImageDecodeError(f"{name}: the DICOM pixel data is truncated or corrupt") from exc
 
     if samples > 1 or arr.ndim == 3:
-        return _dicom_color_to_gray(arr, ds)
-    arr = _dicom_grayscale(arr, ds)
-    if photometric == "MONOCHROME1":
-        arr = 1.0 - arr
-    return arr
+        arr = _dicom_color_to_gray(arr, ds)
+    else:
+        arr = _dicom_grayscale(arr, ds)
+        if photometric == "MONOCHROME1":
+            arr = 1.0 - arr
+    for keyword in _PIXEL_KEYWORDS:
+        if keyword in ds:
+            del ds[keyword]
+    return arr, ds
 
 
 def _require_decoder(ds, name: str) -> None:

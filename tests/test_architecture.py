@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("localisation", ("saerad.diffusion",)),
     ("evaluation", ("saerad.eval",)),
     ("pipeline", ("saerad.pipeline",)),
-    ("applications", ("saerad.build", "saerad.stages", "saerad.eval.evaluate", "saerad.atlas")),
+    ("applications", ("saerad.build", "saerad.stages", "saerad.eval.evaluate", "saerad.atlas", "saerad.pacs")),
     ("service", ("saerad.service",)),
     ("cli", ("saerad.cli",)),
 ]

@@ -236,3 +236,11 @@ def test_multi_frame_dicom_gives_its_first_frame():
     pixels = load_xray(data).pixels
     assert pixels.shape == (4, 8)
     np.testing.assert_allclose(pixels[0], np.arange(8) / 7, atol=1e-6)
+
+
+def test_dicom_header_is_kept_without_pixels_and_out_of_repr():
+    xray = load_xray(_dicom_bytes(StudyInstanceUID="1.2.3.4"))
+    assert xray.dicom is not None and xray.dicom.StudyInstanceUID == "1.2.3.4" and xray.dicom.PatientID == "SECRET-42"
+    assert "PixelData" not in xray.dicom  # the header travels with the XRay; the pixels do not twice
+    assert "SECRET-42" not in repr(xray) and "Test^Patient" not in repr(xray)
+    assert load_xray(_png_bytes(np.zeros((8, 8), np.uint8))).dicom is None

@@ -24,6 +24,7 @@ def _register() -> None:
     import saerad.cli.diffusion  # noqa: F401
     import saerad.cli.embed  # noqa: F401
     import saerad.cli.evaluate  # noqa: F401
+    import saerad.cli.pacs  # noqa: F401
     import saerad.cli.report  # noqa: F401
     import saerad.cli.sae  # noqa: F401
     import saerad.cli.serve  # noqa: F401

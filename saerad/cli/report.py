@@ -9,12 +9,15 @@ from pathlib import Path
 import typer
 
 from saerad.cli.app import DeviceOption, app
+from saerad.errors import ConfigError
 
 
 class ReportFormat(str, Enum):
     text = "text"
     json = "json"
     fhir = "fhir"
+    fhir_bundle = "fhir-bundle"
+    dicom_sr = "dicom-sr"
 
 
 class ComposerChoice(str, Enum):
@@ -26,7 +29,15 @@ class ComposerChoice(str, Enum):
 def report_command(
     images: list[Path] = typer.Argument(..., help="X-ray files (PNG, JPEG or DICOM).", exists=True, dir_okay=False),
     bundle: Path | None = typer.Option(None, "--bundle", "-b", help="Model bundle directory (default: the embedded one)."),
-    fmt: ReportFormat = typer.Option(ReportFormat.text, "--format", "-f", help="text, json (grounded schema) or fhir (R4 DiagnosticReport)."),
+    fmt: ReportFormat = typer.Option(
+        ReportFormat.text, "--format", "-f",
+        help="text, json (grounded schema), fhir (R4 DiagnosticReport), fhir-bundle (FHIR transaction Bundle) "
+        "or dicom-sr (Comprehensive 3D SR; needs --out).",
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", dir_okay=True,
+        help="Write to this file instead of stdout; with dicom-sr and several images, a folder of IMAGE.sr.dcm files.",
+    ),
     top_k: int | None = typer.Option(None, "--top-k", min=0, help="Write findings from at most N features."),
     threshold: float | None = typer.Option(None, "--threshold", help="Activation above which a feature is active."),
     localize: bool = typer.Option(False, "--localize", help="Fill boxes/heatmaps with the diffusion model (slow on CPU)."),
@@ -35,27 +46,74 @@ def report_command(
 ) -> None:
     """Print a grounded report per image. Research use only: not a medical device.
 
-    With several images, json and fhir print one JSON array (fhir: a FHIR Bundle of type collection).
+    With several images, json prints one JSON array, fhir a FHIR Bundle of type collection and
+    fhir-bundle one transaction Bundle. dicom-sr joins a DICOM input's study; for PNG/JPEG input it
+    starts a new study without patient identity (docs/deployment.md).
     """
+    from saerad.imaging import load_xray
     from saerad.pipeline import Reporter
-    from saerad.report.fhir import to_fhir, to_fhir_bundle
 
+    if fmt is ReportFormat.dicom_sr and out is None:
+        raise ConfigError("--format dicom-sr writes a binary DICOM file: give --out FILE.dcm (or a folder)")
     reporter = Reporter.from_bundle(bundle, device=device, composer=composer.value)
-    reports = [
-        reporter.report(path, top_k=top_k, threshold=threshold, localize=localize) for path in images
-    ]
+    reports, sources = [], []
+    for path in images:
+        xray = load_xray(path)  # decoded here so the DICOM header is at hand for SR and FHIR references
+        reports.append(reporter.report(xray, top_k=top_k, threshold=threshold, localize=localize))
+        sources.append(xray.dicom)
+    if fmt is ReportFormat.dicom_sr:
+        _write_dicom_sr(images, reports, sources, out)
+        return
+    _emit(_render(fmt, images, reports, sources), out)
+
+
+def _render(fmt: ReportFormat, images: list[Path], reports: list, sources: list) -> str:
+    from saerad.report.fhir import to_fhir, to_fhir_bundle, to_fhir_transaction
+
     if fmt is ReportFormat.json:
         payload = [r.model_dump(mode="json") for r in reports]
-        typer.echo(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
-    elif fmt is ReportFormat.fhir:
+        return json.dumps(payload[0] if len(payload) == 1 else payload, indent=2)
+    if fmt is ReportFormat.fhir:
         ids = [f"saerad-{i + 1}" for i in range(len(reports))]
         payload = to_fhir(reports[0], report_id=ids[0]) if len(reports) == 1 else to_fhir_bundle(reports, ids)
-        typer.echo(json.dumps(payload, indent=2))
-    else:
-        for path, report in zip(images, reports, strict=True):
-            if len(images) > 1:
-                typer.echo(f"== {path}")
-            typer.echo(format_text(report))
+        return json.dumps(payload, indent=2)
+    if fmt is ReportFormat.fhir_bundle:
+        return json.dumps(to_fhir_transaction(reports, sources), indent=2)
+    blocks = [(f"== {path}\n" if len(images) > 1 else "") + format_text(report) for path, report in zip(images, reports, strict=True)]
+    return "\n".join(blocks)
+
+
+def _emit(text: str, out: Path | None) -> None:
+    if out is None:
+        typer.echo(text)
+        return
+    from saerad.fileio import atomic_write_text
+
+    atomic_write_text(output_path(out), text + "\n")
+    typer.echo(f"wrote {out}", err=True)
+
+
+def _write_dicom_sr(images: list[Path], reports: list, sources: list, out: Path) -> None:
+    from saerad.fileio import atomic_path
+    from saerad.report.dicom_sr import sr_bytes, to_dicom_sr
+
+    if len(images) > 1 and out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file; with several images --out must be a folder")
+    for path, report, source in zip(images, reports, sources, strict=True):
+        target = output_path(out / f"{path.stem}.sr.dcm" if len(images) > 1 else out)
+        data = sr_bytes(to_dicom_sr(report, source, source_format=report.image.source_format if report.image else None))
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(data)
+        typer.echo(f"wrote {target}", err=True)
+        if source is None:
+            typer.echo(f"note: {path.name} is not DICOM, so its SR starts a new study with no patient identity", err=True)
+
+
+def output_path(path: Path) -> Path:
+    """``path`` if writing there replaces at most a regular file (never a device, a FIFO, a folder)."""
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"{path} exists and is not a regular file; choose another --out")
+    return path
 
 
 def format_text(report) -> str:

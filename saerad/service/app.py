@@ -34,6 +34,7 @@ from saerad.service.middleware import ApiKeyMiddleware, BodySizeLimitMiddleware,
 from saerad.service.routes import router
 from saerad.service.settings import ServiceSettings
 from saerad.service.state import ServiceState
+from saerad.service.studies import router as studies_router
 
 if TYPE_CHECKING:
     from saerad.pipeline import Reporter
@@ -92,6 +93,7 @@ def create_app(settings: ServiceSettings | None = None, *, reporter: Reporter | 
         from saerad.service.atlas import mount_atlas
 
         mount_atlas(app, settings.atlas_dir)
+    app.include_router(studies_router)
 
     # add_middleware wraps the current stack, so the last one added is the outermost.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)

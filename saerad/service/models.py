@@ -16,6 +16,8 @@ class ReportFormat(str, Enum):
     json = "json"
     text = "text"
     fhir = "fhir"
+    fhir_bundle = "fhir-bundle"
+    dicom_sr = "dicom-sr"
 
 
 class InterventionMode(str, Enum):

@@ -14,6 +14,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from saerad.pacs.settings import PacsSettings
+
 
 class ServiceSettings(BaseSettings):
     """Settings of one service process. Field ``x`` is read from ``SAERAD_X``."""
@@ -78,6 +80,12 @@ class ServiceSettings(BaseSettings):
     # --- feature atlas -----------------------------------------------------------------------
     atlas_dir: Path | None = Field(
         None, description="A folder written by `saerad atlas`, served read-only at /atlas/ (same API key as /v1)."
+    )
+
+    # --- PACS --------------------------------------------------------------------------------
+    pacs: PacsSettings = Field(
+        default_factory=PacsSettings,
+        description="The DICOMweb PACS of POST /v1/studies/{uid}/report, read from SAERAD_PACS_* (docs/deployment.md).",
     )
 
     # --- logging -----------------------------------------------------------------------------

@@ -83,7 +83,26 @@ def localized_report(job_id: str, reporter: Reporter, xray: XRay, *, top_k: int 
         from saerad.report.fhir import to_fhir
 
         result["fhir"] = to_fhir(report, report_id=job_id)
+    elif fmt == "fhir-bundle":
+        from saerad.report.fhir import to_fhir_transaction
+
+        result["fhir"] = to_fhir_transaction([report], [xray.dicom])
+    elif fmt == "dicom-sr":
+        artifacts.append(sr_artifact(report, xray))
+        result["sr_file"] = sr_link(job_id)
     return JobOutput(result=result, artifacts=artifacts)
+
+
+def sr_link(job_id: str) -> str:
+    return f"/v1/jobs/{job_id}/sr.dcm"
+
+
+def sr_artifact(report, xray: XRay, sr=None) -> Artifact:
+    """The report's DICOM SR as the job artifact ``sr`` (served at :func:`sr_link`)."""
+    from saerad.report.dicom_sr import sr_bytes, to_dicom_sr
+
+    sr = sr if sr is not None else to_dicom_sr(report, xray.dicom, source_format=xray.source_format)
+    return Artifact(name="sr", data=sr_bytes(sr), media_type="application/dicom")
 
 
 def intervention(job_id: str, reporter: Reporter, xray: XRay, *, features: list[int], mode: str,

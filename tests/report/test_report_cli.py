@@ -59,3 +59,49 @@ def test_bad_bundle_raises_bundle_error(setup, tmp_path):
     _, images = setup
     with pytest.raises(BundleError):
         _run(images[0], "--bundle", tmp_path)
+
+
+def test_fhir_bundle_output_to_a_file(setup, tmp_path):
+    bundle, images = setup
+    out = tmp_path / "bundle.json"
+    result = _run(*images, "--bundle", bundle, "--format", "fhir-bundle", "--out", out)
+    assert result.exit_code == 0 and result.stdout == ""
+    transaction = json.loads(out.read_text())
+    assert transaction["type"] == "transaction"
+    kinds = [e["resource"]["resourceType"] for e in transaction["entry"]]
+    assert kinds.count("Device") == 1 and kinds.count("DiagnosticReport") == 2
+
+
+def test_dicom_sr_output_joins_a_dicom_study(setup, tmp_path):
+    import pydicom
+    from dicom_builders import dicom_bytes, make_radiograph
+
+    from saerad.report.dicom_sr import read_findings
+
+    bundle, images = setup
+    source = make_radiograph()
+    dcm = tmp_path / "chest.dcm"
+    dcm.write_bytes(dicom_bytes(source))
+    out = tmp_path / "chest.sr.dcm"
+    result = _run(dcm, "--bundle", bundle, "--format", "dicom-sr", "--out", out)
+    assert result.exit_code == 0, result.output
+    sr = pydicom.dcmread(out)
+    assert sr.StudyInstanceUID == source.StudyInstanceUID and sr.VerificationFlag == "UNVERIFIED"
+    assert read_findings(sr)  # a finding per sentence, or the "no findings" group
+
+    folder = tmp_path / "srs"
+    result = _run(dcm, images[0], "--bundle", bundle, "--format", "dicom-sr", "--out", folder)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in folder.iterdir()) == ["chest.sr.dcm", "x0.sr.dcm"]
+    assert "x0.png is not DICOM, so its SR starts a new study" in result.stderr
+    assert pydicom.dcmread(folder / "x0.sr.dcm").StudyInstanceUID != source.StudyInstanceUID
+
+
+def test_dicom_sr_needs_out_and_refuses_special_files(setup):
+    from saerad.errors import ConfigError
+
+    bundle, images = setup
+    with pytest.raises(ConfigError, match="--out"):
+        _run(images[0], "--bundle", bundle, "--format", "dicom-sr")
+    with pytest.raises(ConfigError, match="not a regular file"):
+        _run(images[0], "--bundle", bundle, "--format", "dicom-sr", "--out", "/dev/null")
