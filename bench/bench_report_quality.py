@@ -94,7 +94,7 @@ def probe_fold(fold: int, folds: dict, studies, emb) -> dict[str, np.ndarray]:
     from sklearn.model_selection import GroupKFold
 
     from saerad.datasets.split import fold_policy, partition
-    from saerad.labeling.rules import best_f1_threshold
+    from saerad.features.rules import best_f1_threshold
     from saerad.radtext.conditions import CONDITIONS
     from saerad.radtext.labeler import label_reports
 

@@ -274,7 +274,7 @@ def _train_sae(cfg: BuildConfig, split: Partition, paths: _Paths) -> None:
 
 def _dictionary(cfg: BuildConfig, split: Partition, paths: _Paths) -> None:
     from saerad.encoders.store import EmbeddingSet
-    from saerad.labeling import build_dictionary
+    from saerad.features import build_dictionary
     from saerad.sae.model import GatedSAE
 
     emb = EmbeddingSet.load(paths.embeddings).originals()  # augmented views have no report of their own
@@ -292,7 +292,7 @@ def _dictionary(cfg: BuildConfig, split: Partition, paths: _Paths) -> None:
 
 
 def _describer(cfg: BuildConfig, paths: _Paths):
-    from saerad.labeling.describers import make_describer
+    from saerad.features.describers import make_describer
 
     options = cfg.describer_options if cfg.describer == "extractive" else {"cache_dir": paths.llm_cache, **cfg.describer_options}
     try:
@@ -303,7 +303,7 @@ def _describer(cfg: BuildConfig, paths: _Paths):
 
 def _bundle(cfg: BuildConfig, split: Partition, paths: _Paths) -> None:
     from saerad.encoders import load_encoder
-    from saerad.labeling.dictionary import FeatureDictionary
+    from saerad.features.dictionary import FeatureDictionary
     from saerad.sae.model import GatedSAE
 
     sae = GatedSAE.load(paths.sae)

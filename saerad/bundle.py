@@ -5,7 +5,7 @@ Layout::
     BUNDLE/
       manifest.json        versioned; see :class:`Manifest`
       sae/                 sae.safetensors + sae_config.json (saerad.sae.GatedSAE.save)
-      dictionary.json      saerad.labeling.FeatureDictionary
+      dictionary.json      saerad.features.FeatureDictionary
       encoder/             optional: a Hugging Face Dinov2 directory (encoder spec "hf:encoder")
       diffusion/           optional: the class-token-conditioned diffusion model
 
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from saerad.encoders.base import ClassTokenEncoder
     from saerad.encoders.store import EmbeddingSet
-    from saerad.labeling.dictionary import FeatureDictionary
+    from saerad.features.dictionary import FeatureDictionary
     from saerad.sae.model import GatedSAE
 
 log = logging.getLogger(__name__)
@@ -307,7 +307,7 @@ def verify_files(root: Path, manifest: Manifest) -> None:
 
 
 def _load_parts(root: Path, manifest: Manifest, device: str | torch.device) -> tuple[GatedSAE, FeatureDictionary]:
-    from saerad.labeling.dictionary import FeatureDictionary
+    from saerad.features.dictionary import FeatureDictionary
     from saerad.sae.model import GatedSAE
 
     try:

@@ -1,6 +1,6 @@
 """The one client of OpenAI-compatible chat endpoints (OpenAI, vLLM, Ollama, llama.cpp server...).
 
-Both LLM users, the feature describer (:mod:`saerad.labeling.llm`) and the report composer
+Both LLM users, the feature describer (:mod:`saerad.features.llm`) and the report composer
 (:mod:`saerad.report.llm_composer`), talk to the endpoint through this module, so they share:
 
 - settings: :class:`LLMSettings`, every field from ``SAERAD_LLM_<FIELD>`` (one endpoint for both);

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("datasets", ("saerad.datasets",)),
     ("encoders", ("saerad.encoders",)),
     ("sae", ("saerad.sae",)),
-    ("dictionary", ("saerad.labeling",)),
+    ("dictionary", ("saerad.features",)),
     ("bundle", ("saerad.bundle",)),
     ("report", ("saerad.report",)),
     ("localisation", ("saerad.diffusion",)),
@@ -39,9 +39,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 FACADES = ("saerad.pipeline", "saerad.build", "saerad.service", "saerad.cli")
 
-# Cycles another change is removing (issue 12: labeling.build <-> labeling.dictionary). Each entry
-# must still be a cycle: delete it here when it is gone.
-KNOWN_CYCLES: list[frozenset[str]] = [frozenset({"saerad.labeling.build", "saerad.labeling.dictionary"})]
+# Cycles another change is removing. Each entry must still be a cycle: delete it here when it is gone.
+KNOWN_CYCLES: list[frozenset[str]] = []
 
 # Runtime dependencies used without an import: decoder plugins pydicom finds by itself, and the
 # form parser FastAPI loads for multipart bodies.

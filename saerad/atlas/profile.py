@@ -1,6 +1,6 @@
 """What one feature does on the user's images: histogram, strongest images, a random sample.
 
-Computed from the sparse activation matrix of the dataset (:func:`saerad.labeling.stats.sparse_activations`,
+Computed from the sparse activation matrix of the dataset (:func:`saerad.features.stats.sparse_activations`,
 ~15 non-zeros per image), so a MIMIC-CXR-sized dataset costs megabytes, not the dense N x d_sae matrix.
 The random sample is drawn from ALL images, seeded per feature, so the page contrasts what the feature
 picks with what the dataset looks like (most sampled images of a sparse feature show activation 0).

@@ -109,7 +109,7 @@ def build_atlas(
 ) -> AtlasResult:
     """Write (or bring up to date) the atlas of ``bundle`` on ``studies`` in ``out``."""
     from saerad.encoders.extract import items_from_studies
-    from saerad.labeling.stats import sparse_activations
+    from saerad.features.stats import sparse_activations
 
     opts = options or AtlasOptions()
     out = _check_out(Path(out))

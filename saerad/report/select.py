@@ -6,7 +6,7 @@ raw activation alone says little about how much of the image representation a fe
 
 Findings come from two sources:
 
-- finding rules (:mod:`saerad.labeling.rules`): a usable rule whose active voters' evidence reaches
+- finding rules (:mod:`saerad.features.rules`): a usable rule whose active voters' evidence reaches
   its threshold writes its sentence, carrying those voters. A condition with a usable rule speaks
   only through it: its single-feature descriptions are not written on their own.
 - single features: every other active feature that is *usable* (described, alive, description
@@ -14,7 +14,7 @@ Findings come from two sources:
 
 The normal rule gates: when it fires, the report states normality and nothing else (what it held
 back is named in the selection's notes). Its threshold is set for balanced errors on normal and
-abnormal images (:mod:`saerad.labeling.rules`); the finding rules' F1-optimal thresholds would
+abnormal images (:mod:`saerad.features.rules`); the finding rules' F1-optimal thresholds would
 otherwise put a finding into most normal images' reports.
 """
 

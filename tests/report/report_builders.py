@@ -68,7 +68,7 @@ def make_tiny_sae(*, seed: int = 0):
 
 def make_tiny_dictionary(*, with_report_text: bool = True):
     """A hand-made FeatureDictionary over the tiny SAE's 16 features (see :data:`DESCRIPTIONS`)."""
-    from saerad.labeling.dictionary import FeatureDictionary, FeatureStats, TopImage
+    from saerad.features.dictionary import FeatureDictionary, FeatureStats, TopImage
 
     features = []
     for i in range(D_SAE):

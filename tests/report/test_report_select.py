@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from saerad.labeling.rules import FindingRule
+from saerad.features.rules import FindingRule
 from saerad.radtext.phrasebook import FINDING_SENTENCES, NORMAL_STATEMENT
 from saerad.report.composer import compose
 from saerad.report.select import FeatureSelector

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from saerad.labeling.rules import (
+from saerad.features.rules import (
     FindingRule,
     RuleOptions,
     balanced_threshold,

@@ -1,4 +1,4 @@
-"""Throughput and memory of the streaming feature statistics (saerad.labeling.stats).
+"""Throughput and memory of the streaming feature statistics (saerad.features.stats).
 
 Random class tokens through a random gated SAE whose gates are set for ~``--l0`` active features per
 image (the regime of a trained SAE), at the paper's width (768 x 64 = 49,152 features). Prints a
@@ -6,8 +6,8 @@ Markdown table: images/s of ``sae.encode`` alone and of encode + statistics, pea
 the quantiles stayed exact. The target is that the statistics add little to the encode cost and that
 memory does not grow with N (it is bounded by d_sae x top_k plus the non-zeros).
 
-    python bench/bench_labeling_stats.py --n 16384            # CPU, a few minutes on 2 cores
-    python bench/bench_labeling_stats.py --n 377000 --device cuda
+    python bench/bench_feature_stats.py --n 16384            # CPU, a few minutes on 2 cores
+    python bench/bench_feature_stats.py --n 377000 --device cuda
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from saerad.labeling.stats import compute_activation_stats
+from saerad.features.stats import compute_activation_stats
 from saerad.sae.model import GatedSAE, GatedSAEConfig
 
 

@@ -8,7 +8,7 @@ finding" is, in order of trust:
    uncertain in the report (any of them); for a purely negative description ("no pneumothorax") the
    report labels the condition negative; for a normality statement, the report is "No Finding";
 2. or the description's normalised statement is one of the report's statements
-   (:func:`saerad.labeling.text.report_keys`: n-grams, clauses, short sentences, negation kept, so
+   (:func:`saerad.features.text.report_keys`: n-grams, clauses, short sentences, negation kept, so
    "pleural effusion" is not found in "no pleural effusion").
 """
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import rankdata
 
-from saerad.labeling.text import Splitter, normalize_statement, report_keys
+from saerad.features.text import Splitter, normalize_statement, report_keys
 from saerad.radtext import Labeler
 
 NO_FINDING = "No Finding"

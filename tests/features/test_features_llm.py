@@ -11,9 +11,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
 from chat_server import ChatServer  # noqa: E402
 
 from saerad.errors import ConfigError
-from saerad.labeling import build_dictionary
-from saerad.labeling.base import FeatureEvidence
-from saerad.labeling.llm import DescriberSettings, LLMDescriber, build_messages, parse_answer
+from saerad.features import build_dictionary
+from saerad.features.base import FeatureEvidence
+from saerad.features.llm import DescriberSettings, LLMDescriber, build_messages, parse_answer
 from saerad.llm import LLMSettings
 
 EFFUSION = ("Small right pleural effusion. Heart size normal.", "Moderate right pleural effusion with atelectasis.")

@@ -1,4 +1,4 @@
-from saerad.labeling.text import normalize_statement, report_keys, sentence_keys
+from saerad.features.text import normalize_statement, report_keys, sentence_keys
 
 
 def test_normalize_statement_drops_numbers_dates_ages_and_deid_marks():

@@ -38,7 +38,7 @@ from scipy import sparse
 from scipy.optimize import minimize
 from scipy.special import expit
 
-from saerad.labeling.scoring import auroc
+from saerad.features.scoring import auroc
 from saerad.radtext.conditions import NO_FINDING
 from saerad.radtext.phrasebook import finding_sentence
 

@@ -14,13 +14,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from saerad.labeling.base import Describer, FeatureEvidence, shared_labels
-from saerad.labeling.describers import make_describer
-from saerad.labeling.dictionary import FeatureDictionary, FeatureStats, TopImage
-from saerad.labeling.label_driven import CANONICAL
-from saerad.labeling.scoring import HeldOutReports, score_descriptions
-from saerad.labeling.stats import DEFAULT_QUANTILES, compute_activation_stats, model_device, sparse_activations
-from saerad.labeling.text import Splitter
+from saerad.features.base import Describer, FeatureEvidence, shared_labels
+from saerad.features.describers import make_describer
+from saerad.features.dictionary import FeatureDictionary, FeatureStats, TopImage
+from saerad.features.label_driven import CANONICAL
+from saerad.features.scoring import HeldOutReports, score_descriptions
+from saerad.features.stats import DEFAULT_QUANTILES, compute_activation_stats, model_device, sparse_activations
+from saerad.features.text import Splitter
 from saerad.radtext import Labeler, label_report
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class BuildOptions:
     contrast_pool: int = 512
     seed: int = 0
     exact_budget: int = 1 << 24
-    rules: bool = True  # fit finding rules (saerad.labeling.rules) where images carry labels
+    rules: bool = True  # fit finding rules (saerad.features.rules) where images carry labels
 
 
 def report_text(study) -> str | None:
@@ -212,7 +212,7 @@ def _label_matches(sae, train, by_image, labels_of, cfg, opts: BuildOptions, pro
     """Feature id -> ConditionMatch: the condition each feature's activation over all training
     images tracks (units: one per patient and report text, max activation). A study's own labels
     (label-only datasets) are used as they are; otherwise its report is labelled."""
-    from saerad.labeling.label_driven import match_conditions, presence_matrix, unit_activations, unit_index
+    from saerad.features.label_driven import match_conditions, presence_matrix, unit_activations, unit_index
     from saerad.radtext.conditions import CONDITIONS
 
     keys, unit_labels = [], {}
@@ -235,7 +235,7 @@ def _label_matches(sae, train, by_image, labels_of, cfg, opts: BuildOptions, pro
 def _image_labels(by_image, ids, labels_of) -> tuple[np.ndarray, list[int]]:
     """Presence ``(len(rows), C)`` of each condition (positive or uncertain) for the images of
     ``ids`` that carry labels or a report, and those rows."""
-    from saerad.labeling.label_driven import presence_matrix
+    from saerad.features.label_driven import presence_matrix
     from saerad.radtext.conditions import CONDITIONS
 
     rows, label_sets = [], []
@@ -255,7 +255,7 @@ def _image_labels(by_image, ids, labels_of) -> tuple[np.ndarray, list[int]]:
 
 def _finding_rules(sae, train, held_out, by_image, labels_of, opts: BuildOptions, progress: bool) -> list:
     """Fit a vote per condition on the training images and validate it on the held-out ones."""
-    from saerad.labeling.rules import fit_rules
+    from saerad.features.rules import fit_rules
     from saerad.radtext.conditions import CONDITIONS
 
     present, rows = _image_labels(by_image, list(train.ids), labels_of)

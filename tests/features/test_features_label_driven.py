@@ -8,8 +8,8 @@ import torch
 from scipy import sparse
 
 from saerad.encoders.store import EmbeddingSet
-from saerad.labeling.build import build_dictionary
-from saerad.labeling.label_driven import (
+from saerad.features.annotate import build_dictionary
+from saerad.features.label_driven import (
     benjamini_hochberg,
     enrichment,
     match_conditions,

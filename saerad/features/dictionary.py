@@ -11,20 +11,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 from pydantic import BaseModel, Field, ValidationError
 
 from saerad.errors import BundleError, ConfigError
+from saerad.features.rules import FindingRule
 from saerad.fileio import atomic_write_text
-from saerad.labeling.rules import FindingRule
-
-if TYPE_CHECKING:
-    from saerad.datasets.base import Study
-    from saerad.encoders.store import EmbeddingSet
-    from saerad.labeling.base import Describer
 
 QUANTILE_KEYS: tuple[str, ...] = ("0.5", "0.9", "0.95", "0.99")
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -61,7 +53,7 @@ class FeatureStats(BaseModel):
 
 class FeatureDictionary(BaseModel):
     """Every feature's statistics and description, and the finding rules that let features vote
-    (:mod:`saerad.labeling.rules`; empty for dictionaries built without labels)."""
+    (:mod:`saerad.features.rules`; empty for dictionaries built without labels)."""
 
     features: list[FeatureStats]
     describer: str
@@ -141,23 +133,3 @@ class FeatureDictionary(BaseModel):
             raise BundleError(f"feature dictionary {path} not found") from None
         except (ValidationError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BundleError(f"feature dictionary {path} is invalid: {str(exc)[:300]}") from None
-
-
-def build_dictionary(
-    sae,
-    train: EmbeddingSet,
-    studies: Sequence[Study],
-    *,
-    describer: Describer | str = "extractive",
-    held_out: EmbeddingSet | None = None,
-    top_k: int = 16,
-    progress: bool = True,
-    **options,
-) -> FeatureDictionary:
-    """Statistics, descriptions and held-out scores for every feature of ``sae``; see
-    :func:`saerad.labeling.build.build_dictionary` for the options."""
-    from saerad.labeling.build import build_dictionary as _build
-
-    return _build(
-        sae, train, studies, describer=describer, held_out=held_out, top_k=top_k, progress=progress, **options
-    )

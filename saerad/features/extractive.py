@@ -1,12 +1,12 @@
 """The offline, deterministic describer: the statement most over-represented in a feature's top
 reports against the training corpus (docs/method.md#feature-dictionary).
 
-First, though, the label-driven path (:mod:`saerad.labeling.label_driven`, run by the builder with
+First, though, the label-driven path (:mod:`saerad.features.label_driven`, run by the builder with
 the activations over ALL training reports): a feature significantly enriched for a labeller
 condition is described by that condition (an over-represented phrase asserting exactly it, else a
 canonical statement such as "Pleural effusion."). The phrase search below describes the rest.
 
-Candidates are the statements of :mod:`saerad.labeling.text` (normalised word n-grams, clauses and
+Candidates are the statements of :mod:`saerad.features.text` (normalised word n-grams, clauses and
 short sentences, negation kept in the key). For a feature with ``K`` top reports (one per patient) a
 candidate found in ``a`` of them and in ``c`` of the ``N`` corpus reports scores
 
@@ -37,8 +37,8 @@ from functools import lru_cache
 import numpy as np
 from scipy.stats import binom
 
-from saerad.labeling.base import Describer, Description, FeatureEvidence
-from saerad.labeling.text import MAX_NGRAM, MAX_WORDS, Splitter, report_keys, truncate_words
+from saerad.features.base import Describer, Description, FeatureEvidence
+from saerad.features.text import MAX_NGRAM, MAX_WORDS, Splitter, report_keys, truncate_words
 from saerad.radtext import Labeler, label_report
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class ExtractiveConfig:
     max_words: int = MAX_WORDS
     max_ngram: int = MAX_NGRAM
     cache_reports: int = 8192  # statement sets kept in memory (reports recur across features)
-    # Label-driven path (saerad.labeling.label_driven): a feature whose activation over all training
+    # Label-driven path (saerad.features.label_driven): a feature whose activation over all training
     # reports tracks a labeller condition is described by that condition, before any phrase search.
     label_driven: bool = True
     label_fdr: float = 0.05
@@ -122,7 +122,7 @@ class ExtractiveDescriber(Describer):
 
     def label_config(self):
         """The label-driven test's settings, or None when that path is off (the builder asks)."""
-        from saerad.labeling.label_driven import LabelDrivenConfig
+        from saerad.features.label_driven import LabelDrivenConfig
 
         if not self.cfg.label_driven:
             return None
@@ -139,7 +139,7 @@ class ExtractiveDescriber(Describer):
         progress: bool = False,
         matches: Mapping | None = None,
     ) -> list[Description]:
-        """``matches``: feature id -> :class:`~saerad.labeling.label_driven.ConditionMatch` from the
+        """``matches``: feature id -> :class:`~saerad.features.label_driven.ConditionMatch` from the
         label-driven test; those features are described by their condition (a phrase of the top
         reports that states exactly it, else the canonical statement), the rest by phrases."""
         from tqdm.auto import tqdm
@@ -180,7 +180,7 @@ class ExtractiveDescriber(Describer):
         ]
 
     def _by_condition(self, fid: int, match, support: Counter[str], k: int, df: Counter[str], n: int) -> Description:
-        from saerad.labeling.label_driven import CANONICAL
+        from saerad.features.label_driven import CANONICAL
 
         info = {
             "path": "label",

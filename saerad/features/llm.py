@@ -30,9 +30,9 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from saerad.errors import ConfigError
+from saerad.features.base import Describer, Description, FeatureEvidence
+from saerad.features.text import MAX_WORDS, normalize_statement, truncate_words
 from saerad.fileio import atomic_write_text
-from saerad.labeling.base import Describer, Description, FeatureEvidence
-from saerad.labeling.text import MAX_WORDS, normalize_statement, truncate_words
 from saerad.llm import EndpointError, LLMSettings, ReplyError, complete, make_client, parse_json
 
 log = logging.getLogger(__name__)

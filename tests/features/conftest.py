@@ -1,4 +1,4 @@
-"""Synthetic studies, class tokens and a hand-set gated SAE for the labeling tests.
+"""Synthetic studies, class tokens and a hand-set gated SAE for the feature-dictionary tests.
 
 Reports are written here from our own radiology sentences. Token dimension 0 carries "pleural
 effusion", dimension 1 "cardiomegaly"; SAE feature 0 reads dim 0, feature 1 dim 1, feature 2 is dead,

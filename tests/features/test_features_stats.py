@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from saerad.labeling.stats import StatsAccumulator, compute_activation_stats, sparse_activations
+from saerad.features.stats import StatsAccumulator, compute_activation_stats, sparse_activations
 
 
 def _sparse_acts(n=1500, m=40, seed=0):

@@ -1,7 +1,7 @@
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from saerad.labeling.scoring import HeldOutReports, Target, auroc, auroc_sparse, score_descriptions
+from saerad.features.scoring import HeldOutReports, Target, auroc, auroc_sparse, score_descriptions
 from saerad.radtext import label_report
 
 

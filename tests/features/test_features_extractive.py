@@ -5,9 +5,9 @@ import torch
 from conftest import make_report
 
 from saerad.encoders.store import EmbeddingSet
-from saerad.labeling.base import FeatureEvidence, shared_labels
-from saerad.labeling.build import build_dictionary
-from saerad.labeling.extractive import ExtractiveDescriber
+from saerad.features.annotate import build_dictionary
+from saerad.features.base import FeatureEvidence, shared_labels
+from saerad.features.extractive import ExtractiveDescriber
 from saerad.radtext import label_report
 
 

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from saerad.errors import BundleError, ConfigError
-from saerad.labeling import FeatureDictionary, UnknownFeatureError, build_dictionary
-from saerad.labeling.base import Describer, Description
+from saerad.features import FeatureDictionary, UnknownFeatureError, build_dictionary
+from saerad.features.base import Describer, Description
 
 
 @pytest.fixture(scope="module")
