@@ -12,6 +12,7 @@ import json
 import os
 import re
 from pathlib import Path
+
 from pydantic import BaseModel, Field, ValidationError
 
 from saerad.errors import BundleError, ConfigError
