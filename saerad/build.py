@@ -103,6 +103,11 @@ def build(cfg: BuildConfig) -> BuildResult:
     studies = split.fitting()  # the test patients are never read
     if not split.train:
         raise ConfigError(f"dataset {cfg.dataset} at {cfg.root} has no training patients (all are test or held out)")
+    if not any(s.labels is not None or (s.findings or s.impression) for s in split.train):
+        raise ConfigError(
+            f"dataset {cfg.dataset} at {cfg.root} has neither labels nor report text for its training images, "
+            "so no feature could be described: add a reports.csv (folder datasets) or use a labelled dataset"
+        )
     work = cfg.work_dir
     paths = _Paths(work)
     _describer(cfg, paths)  # refuse bad describer options now, not after an hour of training

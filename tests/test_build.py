@@ -142,6 +142,13 @@ def test_build_from_precomputed_embeddings_with_options(dataset, tmp_path):
 
     with pytest.raises(ConfigError, match="not 'default'"):
         build(_config(dataset, tmp_path / "c", embeddings=embeddings, encoder="default"))
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for i in range(6):
+        random_xray_png(bare / f"x{i}.png", seed=i, size=(40, 40))
+    with pytest.raises(ConfigError, match="neither labels nor report text"):
+        build(_config(dataset, tmp_path / "e", root=bare))
+    assert not (tmp_path / "e.work").exists()
     with pytest.raises(ConfigError, match="describer options"):
         build(_config(dataset, tmp_path / "d", describer_options={"no_such_option": 1}))
     assert not (tmp_path / "d.work").exists(), "bad options are refused before any stage runs"
