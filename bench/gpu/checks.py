@@ -318,7 +318,8 @@ def check_diffusion(ctx: Context, rec: Recorder) -> None:
     run_dir = ctx.work / "diffusion-run"
     meta = train_diffusion(train, run_dir, cfg, progress=False)
     shutil.copytree(run_dir / "diffusion", ctx.out / "diffusion", dirs_exist_ok=True)
-    shutil.copy2(run_dir / "train_log.jsonl", ctx.out / "train_log.jsonl")
+    if (run_dir / "train_log.jsonl").is_file():  # written every log_every steps
+        shutil.copy2(run_dir / "train_log.jsonl", ctx.out / "train_log.jsonl")
     steps, wall = int(meta["steps"]), float(meta["wall_seconds"])
     rec.update(steps=steps, wall_seconds=wall, steps_per_s=steps / wall, images_per_s=steps * cfg.batch_size / wall,
                final_loss=meta["final_loss"], stopped_early=meta["stopped_early"], parameters=meta["parameters"],
