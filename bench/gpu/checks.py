@@ -218,7 +218,8 @@ def check_sae(ctx: Context, rec: Recorder) -> None:
 
     s = ctx.sizes["sae"]
     result = bench.measure(torch.device(ctx.device), s["d"], s["m"], s["batch"], torch.bfloat16, warmup=s["warmup"],
-                           steps=s["steps"], compile=s["compile"], on_update=lambda r: rec.update(result=r))
+                           steps=s["steps"], compile=s["compile"],
+                           on_update=lambda r: rec.update(result=r, table=bench.format_result(r, targets=False)))
     parts = []
     for arch, best in result.get("best", {}).items():
         row = next(r for r in result["rows"] if r["step"] == best["step"])
@@ -344,7 +345,7 @@ def check_diffusion(ctx: Context, rec: Recorder) -> None:
 # ---------------------------------------------------------------------------------------- latency
 
 
-def random_weight_encoder(ctx: Context, device: str):
+def random_weight_encoder(ctx: Context):
     """The carried encoder architecture with random weights: the same arithmetic as the real one."""
     import torch
     from transformers import AutoConfig, AutoModel
@@ -355,7 +356,7 @@ def random_weight_encoder(ctx: Context, device: str):
     shutil.copytree(ctx.carry / layout.ENCODER_DIR, target, dirs_exist_ok=True)
     torch.manual_seed(0)
     AutoModel.from_config(AutoConfig.from_pretrained(target)).save_pretrained(target)
-    return load_encoder(f"hf:{target}", device=device)
+    return load_encoder(f"hf:{target}", device=ctx.device)
 
 
 def check_latency(ctx: Context, rec: Recorder) -> None:
@@ -383,7 +384,7 @@ def check_latency(ctx: Context, rec: Recorder) -> None:
     sae = GatedSAE.load(REPO / "saerad" / "default_bundle" / "sae", device=ctx.device).eval()
     if sae.cfg.d_in != tokens.dim:
         raise RuntimeError(f"the default bundle's SAE takes {sae.cfg.d_in}-d tokens, the carried ones are {tokens.dim}-d")
-    encoder = random_weight_encoder(ctx, ctx.device)
+    encoder = random_weight_encoder(ctx)
 
     studies = load_dataset(layout.DATASET, ctx.carry / layout.DATASET_DIR)
     study = next((s for s in studies if held_out(s.patient_id)), studies[0])  # an image the model did not train on
@@ -407,17 +408,18 @@ def check_latency(ctx: Context, rec: Recorder) -> None:
         t1 = time.perf_counter()
         result = intervene(model, sae, encoder, film, edits, steps=q["steps"], measure=False, token=token)
         _sync(ctx.device)
-        assert len(result.heatmaps) == len(edits)
+        if len(result.heatmaps) != len(edits):
+            raise RuntimeError(f"{len(result.heatmaps)} maps for {len(edits)} edits")
         return t1 - t0, time.perf_counter() - t0
 
     localise()  # warm-up: kernel selection, allocator
     runs = [localise() for _ in range(q["repeats"])]
     totals = [total for _, total in runs]
     best, median = min(totals), statistics.median(totals)
-    rec.update(runs_s=totals, best_s=best, median_s=median, encode_ms=1e3 * statistics.median(e for e, _ in runs),
-               summary=f"{median:.2f} s median of {len(runs)} (best {best:.2f} s; encode "
-                       f"{1e3 * statistics.median(e for e, _ in runs):.0f} ms), {len(edits)} features, "
-                       f"{model.resolution} px, {q['steps']} DDIM steps, diffusion weights: {weights}")
+    encode_ms = 1e3 * statistics.median(encode for encode, _ in runs)
+    rec.update(runs_s=totals, best_s=best, median_s=median, encode_ms=encode_ms,
+               summary=f"{median:.2f} s median of {len(runs)} (best {best:.2f} s; encode {encode_ms:.0f} ms), "
+                       f"{len(edits)} features, {model.resolution} px, {q['steps']} DDIM steps, diffusion weights: {weights}")
     rec.target("4 features localised at 256 px <= 2 s", f"{median:.2f} s", median <= 2.0 and model.resolution == 256, ctx)
 
 
