@@ -64,7 +64,7 @@ def test_cpu_mode_runs_every_check_and_returns_what_the_device_may_send(carry, t
 
     model = load_diffusion(out / "diffusion")
     assert model.resolution == 32 and read_metadata(out / "diffusion")["weights_dtype"] == "float16"
-    assert "NIH" in read_metadata(out / "diffusion")["attribution"]
+    assert "NIH Clinical Center" in read_metadata(out / "diffusion")["data_terms"]
     assert report["returned"]["problems"] == [] and len(report["returned"]["files"]) <= 7  # run.sh adds run.log
     assert (out / "results.md").read_text() in proc.stdout
     assert "| latency | ok |" in proc.stdout

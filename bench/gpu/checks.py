@@ -283,14 +283,11 @@ def check_embedding(ctx: Context, rec: Recorder) -> None:
 # ---------------------------------------------------------------------------------------- diffusion
 
 
-NIH_ATTRIBUTION = ("trained on NIH ChestX-ray14 images (NIH Clinical Center, https://nihcc.app.box.com/v/ChestXray-NIHCC; "
-                   "Wang et al., CVPR 2017)")
-
-
 def check_diffusion(ctx: Context, rec: Recorder) -> None:
     """A short bf16 training run on the carried images; the exported fp16 model comes back in $OUT."""
     import numpy as np
 
+    from saerad.datasets.terms import data_terms
     from saerad.diffusion.data import from_model, load_pairs
     from saerad.diffusion.invert import ddim_invert, ddim_sample
     from saerad.diffusion.metrics import composition
@@ -302,7 +299,7 @@ def check_diffusion(ctx: Context, rec: Recorder) -> None:
     tokens = EmbeddingSet.load(ctx.carry / layout.EMBEDDINGS)
     pairs = load_pairs(tokens, ctx.carry / layout.DATASET_DIR, dataset=layout.DATASET, resolution=p["resolution"],
                        progress=False)
-    train, held = pairs.split(0.15)
+    train, test = pairs.split()  # test patients (saerad.datasets.split) are never trained on
     train_seconds = ctx.seconds_left() - p["reserve_s"]
     if train_seconds < 10:
         raise RuntimeError(f"only {train_seconds:.0f} s left to train")
@@ -310,10 +307,11 @@ def check_diffusion(ctx: Context, rec: Recorder) -> None:
                  steps=p["steps"], lr=p["lr"], warmup_steps=p["warmup_steps"], ema_decay=p["ema_decay"],
                  checkpoint_every=p["checkpoint_every"], sample_every=0, log_every=p["log_every"], device=ctx.device,
                  max_minutes=train_seconds / 60.0)
-    cfg.meta.update(dataset=layout.DATASET, embeddings=layout.EMBEDDINGS, encoder=tokens.encoder, held_out_fraction=0.15,
-                    n_held_out_images=len(held), preset="gpu", attribution=NIH_ATTRIBUTION,
+    cfg.meta.update(dataset=layout.DATASET, embeddings=layout.EMBEDDINGS, encoder=tokens.encoder,
+                    split="saerad.datasets.split: test patients left out", n_test_images_left_out=len(test),
+                    preset="gpu", data_terms=data_terms(layout.DATASET)[1],
                     note="trained by the GPU script (bench/gpu/run.py): a short run, not a converged model")
-    rec.update(train_images=len(train), held_out_images=len(held), resolution=p["resolution"],
+    rec.update(train_images=len(train), test_images=len(test), resolution=p["resolution"],
                architecture=p["architecture"], batch_size=p["batch_size"], step_target=p["steps"],
                time_cap_s=round(train_seconds))
     run_dir = ctx.work / "diffusion-run"
@@ -327,14 +325,14 @@ def check_diffusion(ctx: Context, rec: Recorder) -> None:
                checkpoint="diffusion/ (fp16 safetensors, config.json, metadata.json)")
 
     model = load_diffusion(ctx.out / "diffusion", device=ctx.device)
-    shown = held if len(held) else train  # a tiny CPU-mode set may hold out no patient
+    shown = test if len(test) else train  # a tiny CPU-mode set may have no test patient
     k = min(p["ssim_images"], len(shown))
     x0 = shown.images[:k].float().to(ctx.device)
     cond = shown.tokens[:k].to(ctx.device)
     rebuilt = ddim_sample(model, ddim_invert(model, x0, cond, steps=p["ddim_steps"]), cond, steps=p["ddim_steps"])
     ssims = [composition(a, b)["ssim"] for a, b in zip(from_model(x0), from_model(rebuilt))]
     write_sample_grid(model, shown, ctx.out / "samples.png", steps=p["ddim_steps"], seed=0)
-    which = "held-out" if len(held) else "training"
+    which = "test" if len(test) else "training"
     rec.update(reconstruction_ssim=float(np.mean(ssims)), ssim_images=k, ssim_on=which,
                samples_png=f"samples.png: rows {which} images | DDIM reconstructions | fresh samples",
                summary=f"{steps:,} steps in {wall:.0f} s ({steps / wall:.1f} steps/s, {steps * cfg.batch_size / wall:,.0f} "
@@ -364,7 +362,8 @@ def check_latency(ctx: Context, rec: Recorder) -> None:
     import torch
 
     from saerad.datasets import load_dataset
-    from saerad.diffusion.data import held_out, resize_image
+    from saerad.datasets.split import partition
+    from saerad.diffusion.data import resize_image
     from saerad.diffusion.intervene import Edit, intervene
     from saerad.diffusion.model import TokenConditionedUNet, load_diffusion
     from saerad.encoders.store import EmbeddingSet
@@ -387,7 +386,7 @@ def check_latency(ctx: Context, rec: Recorder) -> None:
     encoder = random_weight_encoder(ctx)
 
     studies = load_dataset(layout.DATASET, ctx.carry / layout.DATASET_DIR)
-    study = next((s for s in studies if held_out(s.patient_id)), studies[0])  # an image the model did not train on
+    study = (partition(studies).test or studies)[0]  # an image of a patient the model did not train on
     image_id, path = study.image_ids[0], study.image_paths[0]
     film = resize_image(load_xray(path).pixels, q["film_side"])  # a full-size input: resizing is part of the cost
     token = tokens.select([image_id]).tokens[0]

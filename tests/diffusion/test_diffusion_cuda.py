@@ -21,7 +21,7 @@ pytestmark = pytest.mark.cuda
 def test_bf16_training_on_cuda_trains_resumes_and_exports(tmp_path):
     gen = torch.Generator().manual_seed(0)
     pairs = PairedImages(ids=list("abcd"), images=to_model(blob_images(16, 4)).half(),
-                         tokens=torch.randn(4, TOKEN_DIM, generator=gen), patient_ids=list("abcd"))
+                         tokens=torch.randn(4, TOKEN_DIM, generator=gen), patient_ids=list("abcd"), roles=["train"] * 4)
     cfg = dict(resolution=16, batch_size=4, checkpoint_every=5, device="cuda")
     train_diffusion(pairs, tmp_path / "run", preset("tiny", steps=5, **cfg), progress=False)
     meta = train_diffusion(pairs, tmp_path / "run", preset("tiny", steps=10, **cfg), progress=False)
