@@ -166,17 +166,26 @@ def onnxruntime_rate(pixels: torch.Tensor, encoder) -> tuple[float, str | None]:
     return rate, None
 
 
+def write_vit_checkpoint(directory: Path, *, hidden: int = 768, layers: int = 12, heads: int = 12,
+                         image_size: int = 518) -> Path:
+    """A randomly initialised Dinov2 checkpoint with Rad-DINO's shape (ViT-B/14 at 518 px by default)
+    and processor (resize + crop to ``image_size``); throughput does not depend on the weights."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    config = Dinov2Config(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, mlp_ratio=4,
+                          image_size=image_size, patch_size=14, layerscale_value=1e-5)
+    Dinov2Model(config).save_pretrained(directory)
+    processor = dict(RAD_DINO_PROCESSOR, size={"shortest_edge": image_size},
+                     crop_size={"height": image_size, "width": image_size})
+    (directory / "preprocessor_config.json").write_text(json.dumps(processor))
+    return directory
+
+
 def gpu_section(args, rows: list, workdir: Path) -> None:
     if not torch.cuda.is_available():
         rows.append(("Rad-DINO-sized ViT-B/14 @518 end to end", "GPU", "skipped: no CUDA", f">= {GPU_TARGET:.0f} img/s", "-"))
         return
-    from transformers import Dinov2Config, Dinov2Model
-
-    ckpt = workdir / "vit-b14-518"
-    config = Dinov2Config(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, mlp_ratio=4,
-                          image_size=518, patch_size=14, layerscale_value=1e-5)
-    Dinov2Model(config).save_pretrained(ckpt)
-    (ckpt / "preprocessor_config.json").write_text(json.dumps(RAD_DINO_PROCESSOR))
+    ckpt = write_vit_checkpoint(workdir / "vit-b14-518")
     encoder = load_encoder(f"hf:{ckpt}", device="cuda", precision=args.gpu_precision)
     name = torch.cuda.get_device_name()
     items, source = image_items(args.gpu_images, workdir)

@@ -18,6 +18,20 @@ def _shared_data_dir() -> Path:
     return Path(os.environ.get("SAERAD_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.cuda`` tests run only where CUDA is; elsewhere they skip, saying where they run."""
+    cuda_items = [item for item in items if item.get_closest_marker("cuda") is not None]
+    if not cuda_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (the GPU script bench/gpu/run.py runs these)")
+    for item in cuda_items:
+        item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     root = _shared_data_dir()
