@@ -5,9 +5,10 @@ Protocol (issue "Findings that hold up")
   label, mapped to the CheXpert conditions (:mod:`saerad.datasets.nih_cxr14`).
 - Patient-disjoint K-fold cross-validation (patients shuffled with --seed, fold = rank mod K). For
   each fold ``saerad build`` itself runs with that fold's patients as the test set
-  (:func:`saerad.datasets.split.fold_policy`): SAE on the training patients, feature statistics and
-  finding rules on them, descriptions and rules validated on the held-out patients, from the
-  class tokens in --embeddings. Every test image then gets
+  (:func:`saerad.datasets.split.fold_policy`): SAE and feature statistics on the training
+  patients, descriptions scored on the held-out patients, finding rules fitted and cross-validated
+  over both (:mod:`saerad.features.rules`), from the class tokens in --embeddings. Every test image
+  then gets
   - SAE: the findings text of ``Reporter.report_tokens`` on that fold's bundle (the product path);
   - normal template: one fixed normal findings text;
   - retrieval: the reference text of the most cosine-similar training image of another patient;
@@ -20,7 +21,7 @@ Protocol (issue "Findings that hold up")
   images whose report is the normal statement; per-condition F1 within the ``Pneumonia`` source
   folder (the confound control of the dataset's README).
 - The finding rules and usable features of --bundle (the shipped one by default): condition,
-  held-out AUROC, held-out and training positives.
+  out-of-fold AUROC, positives, voters.
 - Latency: ``Reporter.report(path)`` on one image at a time after one warm-up, for each torch
   thread count of --latency-threads, over --latency-images held-out images.
 
@@ -218,10 +219,10 @@ def main() -> None:
 
     bundle = Bundle.load(args.bundle)
     print(f"\nFinding rules of bundle {bundle.manifest.name} v{bundle.manifest.version}:\n")
-    print("| condition | usable | held-out AUROC | held-out positives | training positives | voters |\n|---|---|---|---|---|---|")
+    print("| condition | usable | out-of-fold AUROC | positives | voters |\n|---|---|---|---|---|")
     for r in bundle.dictionary.rules:
         auc = "-" if r.held_out_auroc is None else f"{r.held_out_auroc:.3f}"
-        print(f"| {r.condition} | {'yes' if r.usable else 'no'} | {auc} | {r.held_out_positives} | {r.train_positives} | {len(r.weights)} |")
+        print(f"| {r.condition} | {'yes' if r.usable else 'no'} | {auc} | {r.positives} | {len(r.weights)} |")
     alone = [f for f in bundle.dictionary.features if f.usable and f.description]
     print(f"\n{len(alone)} usable single-feature descriptions:")
     for f in alone:

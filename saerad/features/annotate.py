@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import scipy.sparse
 import torch
 
 from saerad.features.base import Describer, FeatureEvidence, shared_labels
@@ -254,23 +255,22 @@ def _image_labels(by_image, ids, labels_of) -> tuple[np.ndarray, list[int]]:
 
 
 def _finding_rules(sae, train, held_out, by_image, labels_of, opts: BuildOptions, progress: bool) -> list:
-    """Fit a vote per condition on the training images and validate it on the held-out ones."""
+    """Fit and cross-validate a vote per condition on every labelled image, training and held-out
+    patients alike (each patient is scored out of fold: saerad.features.rules)."""
     from saerad.features.rules import fit_rules
     from saerad.radtext.conditions import CONDITIONS
 
-    present, rows = _image_labels(by_image, list(train.ids), labels_of)
-    if not rows:
+    sets = [train] + ([held_out] if held_out is not None else [])
+    present, acts, groups = [], [], []
+    for emb in sets:
+        p, rows = _image_labels(by_image, list(emb.ids), labels_of)
+        if rows:
+            present.append(p)
+            acts.append(sparse_activations(sae, _rows(emb.tokens, rows), batch_size=opts.batch_size, progress=progress))
+            groups += [by_image[emb.ids[r]].patient_id for r in rows]
+    if not groups:
         return []
-    acts = sparse_activations(sae, _rows(train.tokens, rows), batch_size=opts.batch_size, progress=progress)
-    groups = [by_image[train.ids[r]].patient_id for r in rows]
-    held_acts = held_present = None
-    if held_out is not None:
-        held_present, held_rows = _image_labels(by_image, list(held_out.ids), labels_of)
-        if held_rows:
-            held_acts = sparse_activations(sae, _rows(held_out.tokens, held_rows), batch_size=opts.batch_size)
-        else:
-            held_present = None
-    return fit_rules(acts, present, groups, CONDITIONS, held_out_acts=held_acts, held_out_present=held_present)
+    return fit_rules(scipy.sparse.vstack(acts), np.concatenate(present), groups, CONDITIONS)
 
 
 def _corpus(studies) -> list[str]:

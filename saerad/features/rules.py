@@ -13,16 +13,19 @@ by) a rule lets features vote:
   constrained to be non-negative and an L1 penalty that leaves a few dozen voters out of hundreds.
   Non-negative weights keep a rule readable: every voter is a feature whose activity argues FOR the
   finding, and a sentence lists the active voters behind it with their contributions.
-- Threshold: chosen on out-of-fold scores of the training patients (inner patient-grouped 3-fold
-  cross-validation), so the operating point is not fitted on the same images as the weights: the
-  best F1 for a finding; for the normal rule ("No Finding"), which gates the whole report (a
-  report that states normality states nothing else, :mod:`saerad.report.select`), the balanced
-  point (Youden's J: recall on normal images + recall on abnormal ones), because a gate's errors
-  cost on both sides. F1-optimal finding thresholds are liberal (they fire on most abnormal images,
-  and on many normal ones): the gate is what keeps normal images' reports normal.
-- Validation: the held-out patients' AUROC of the evidence, as for single-feature descriptions; a
-  rule below :attr:`RuleOptions.min_auroc` or without enough held-out cases is kept in the
-  dictionary (for inspection) but not used.
+- Validation and threshold come from one patient-grouped cross-validation over every image the
+  dictionary may learn from (training and held-out patients): each patient is scored by a rule
+  fitted without them, so the out-of-fold scores are held-out scores, and all of them count (a
+  single 15 % held-out split leaves a handful of positives per condition: too few to tell a rule
+  from chance). ``held_out_auroc`` is the AUROC of those out-of-fold scores; a rule below
+  :attr:`RuleOptions.min_auroc` or with too few positives is kept in the dictionary (for
+  inspection) but not used. The operating point is the out-of-fold score cut with the best F1 for
+  a finding; for the normal rule ("No Finding"), which gates the whole report (a report that
+  states normality states nothing else, :mod:`saerad.report.select`), the balanced point (Youden's
+  J: recall on normal images + recall on abnormal ones), because a gate's errors cost on both
+  sides. F1-optimal finding thresholds are liberal (they fire on most abnormal images, and on many
+  normal ones): the gate is what keeps normal images' reports normal. The weights that are shipped
+  are refitted on all the images.
 
 Everything here is deterministic (L-BFGS-B from zeros, fixed folds).
 """
@@ -50,9 +53,8 @@ class FindingRule(BaseModel):
     sentence: str
     weights: dict[int, float]
     threshold: float
-    train_positives: int
-    held_out_auroc: float | None = None
-    held_out_positives: int = 0
+    positives: int  # images with the condition among those the rule was fitted and validated on
+    held_out_auroc: float | None = None  # of the out-of-fold scores (patients scored without being fitted on)
     usable: bool = False
 
     def evidence(self, activations: np.ndarray) -> float:
@@ -67,69 +69,59 @@ class FindingRule(BaseModel):
 @dataclass
 class RuleOptions:
     penalty: float = 0.01  # L1 strength on scaled activations (mean loss per image is ~0.7 at the start)
-    min_train_positives: int = 10  # images with the condition needed to fit a rule
-    min_held_out_positives: int = 3  # held-out images needed on each side to validate it
+    min_positives: int = 10  # images with (and without) the condition needed to fit a rule
     min_auroc: float = 0.6
-    inner_folds: int = 3
+    folds: int = 5
     scale_quantile: float = 0.9
 
 
 def fit_rules(
-    train_acts,
-    train_present: np.ndarray,
-    train_groups: Sequence[str],
+    acts,
+    present: np.ndarray,
+    groups: Sequence[str],
     conditions: Sequence[str],
     *,
-    held_out_acts=None,
-    held_out_present: np.ndarray | None = None,
     options: RuleOptions | None = None,
 ) -> list[FindingRule]:
-    """One rule per condition with enough training positives, validated on the held-out images.
+    """One cross-validated rule per condition with enough positives (see the module docstring).
 
-    ``*_acts``: SAE activations ``(N, d_sae)`` (dense or scipy sparse); ``*_present``: bool
-    ``(N, C)`` (condition positive or uncertain); ``train_groups``: patient of each training image.
+    ``acts``: SAE activations ``(N, d_sae)`` (dense or scipy sparse); ``present``: bool ``(N, C)``
+    (condition positive or uncertain); ``groups``: the patient of each image.
     """
     opts = options or RuleOptions()
-    x = sparse.csr_matrix(train_acts, dtype=np.float64)
+    x = sparse.csr_matrix(acts, dtype=np.float64)
     scale = _feature_scale(x, opts.scale_quantile)
     xs = x @ sparse.diags(1.0 / scale)
-    groups = np.asarray([str(g) for g in train_groups])
-    folds = _group_folds(groups, opts.inner_folds)
-    held = sparse.csr_matrix(held_out_acts, dtype=np.float64) if held_out_acts is not None else None
+    folds = _group_folds(np.asarray([str(g) for g in groups]), opts.folds)
     rules = []
     for j, condition in enumerate(conditions):
-        y = np.asarray(train_present[:, j], dtype=bool)
+        y = np.asarray(present[:, j], dtype=bool)
         n_pos = int(y.sum())
-        if n_pos < opts.min_train_positives or len(y) - n_pos < opts.min_train_positives:
+        if n_pos < opts.min_positives or len(y) - n_pos < opts.min_positives:
             continue
         w, b = _nonnegative_logistic(xs, y, opts.penalty)
         if not np.any(w > 0):
             continue
-        oof = np.zeros(len(y))
-        for k in range(opts.inner_folds):
+        oof = np.full(len(y), np.nan)
+        for k in range(opts.folds):
             test = folds == k
-            if test.all() or not test.any() or y[~test].all() or not y[~test].any():
+            if not test.any() or y[~test].all() or not y[~test].any():
                 continue
             wk, bk = _nonnegative_logistic(xs[~test], y[~test], opts.penalty)
             oof[test] = xs[test] @ wk + bk
-        best = balanced_threshold(oof, y) if condition == NO_FINDING else best_f1_threshold(oof, y)
-        cut = best - b  # the same cut on the full model's evidence scale
-        weights = {int(i): float(w[i] / scale[i]) for i in np.flatnonzero(w > 0)}
-        rule = FindingRule(
+        scored = ~np.isnan(oof)
+        best = balanced_threshold if condition == NO_FINDING else best_f1_threshold
+        cut = best(oof[scored], y[scored]) - b  # the same cut on the full model's evidence scale
+        score = auroc(oof[scored], y[scored])
+        rules.append(FindingRule(
             condition=condition,
             sentence=finding_sentence(condition),
-            weights=weights,
+            weights={int(i): float(w[i] / scale[i]) for i in np.flatnonzero(w > 0)},
             threshold=float(cut),
-            train_positives=n_pos,
-        )
-        if held is not None and held_out_present is not None:
-            yh = np.asarray(held_out_present[:, j], dtype=bool)
-            rule.held_out_positives = int(yh.sum())
-            if rule.held_out_positives >= opts.min_held_out_positives and len(yh) - yh.sum() >= opts.min_held_out_positives:
-                score = auroc(evidence_of(held, rule), yh)
-                rule.held_out_auroc = None if score is None else round(score, 4)
-                rule.usable = score is not None and score >= opts.min_auroc
-        rules.append(rule)
+            positives=n_pos,
+            held_out_auroc=None if score is None else round(score, 4),
+            usable=score is not None and score >= opts.min_auroc,
+        ))
     return rules
 
 

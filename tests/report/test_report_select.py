@@ -21,9 +21,9 @@ def _selector(rules) -> FeatureSelector:
 def _rules(threshold: float = 2.0) -> list[FindingRule]:
     return [
         FindingRule(condition="Edema", sentence=EDEMA, weights={0: 1.0, 1: 0.5, 3: 0.25}, threshold=threshold,
-                    train_positives=40, held_out_auroc=0.8, held_out_positives=9, usable=True),
+                    positives=40, held_out_auroc=0.8, usable=True),
         FindingRule(condition="No Finding", sentence=NORMAL_STATEMENT, weights={4: 1.0}, threshold=1.0,
-                    train_positives=90, held_out_auroc=0.9, held_out_positives=20, usable=True),
+                    positives=90, held_out_auroc=0.9, usable=True),
     ]
 
 
