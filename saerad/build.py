@@ -24,6 +24,7 @@ from saerad.datasets import Study, load_dataset
 from saerad.datasets.split import DEFAULT_POLICY, HELD_OUT, TRAIN, Partition, SplitPolicy, partition, vector_rows
 from saerad.datasets.terms import data_terms
 from saerad.errors import ConfigError
+from saerad.features.dictionary import DICTIONARY_VERSION
 from saerad.stages import Stage, fingerprint, path_fingerprint, run_stage, studies_fingerprint
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,8 @@ def build(cfg: BuildConfig) -> BuildResult:
                 "split": fingerprint(roles),
                 "reports": studies_fingerprint(studies, with_text=True),
             },
-            params={"describer": cfg.describer, "options": cfg.describer_options, "top_images": cfg.top_images},
+            params={"describer": cfg.describer, "options": cfg.describer_options, "top_images": cfg.top_images,
+                    "version": DICTIONARY_VERSION},
             outputs=[paths.dictionary],
             run=lambda: _dictionary(cfg, split, paths),
         ),
