@@ -12,10 +12,12 @@ Findings come from two sources:
 - single features: every other active feature that is *usable* (described, alive, description
   score above chance) writes its own description. ``top_k`` keeps the ``k`` largest contributions.
 
-The normal rule gates: when it fires, the report states normality and nothing else (what it held
-back is named in the selection's notes). Its threshold is set for balanced errors on normal and
-abnormal images (:mod:`saerad.features.rules`); the finding rules' F1-optimal thresholds would
-otherwise put a finding into most normal images' reports.
+Normal or abnormal: when the normal rule fires (its threshold is set for balanced errors on normal
+and abnormal images, :mod:`saerad.features.rules`) and it is more confident than every finding rule
+that fired (confidence = evidence above a rule's balanced cut, in the logit units all rules share),
+the report states normality and nothing else; otherwise the findings are written and the normal
+statement is not. What either side held back is named in the selection's notes. Without this, the
+finding rules' F1-optimal thresholds would put a finding into most normal images' reports.
 """
 
 from __future__ import annotations
@@ -31,11 +33,13 @@ from saerad.report.schema import FeatureRef, RuleEvidence
 
 @dataclass(frozen=True)
 class RuleFinding:
-    """A finding rule that fired on one image: its sentence, the evidence and the active voters."""
+    """A finding rule that fired on one image: its sentence, the evidence, the active voters and
+    its confidence (evidence above the rule's balanced cut)."""
 
     sentence: str
     evidence: RuleEvidence
     voters: list[FeatureRef]
+    confidence: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -109,27 +113,33 @@ class FeatureSelector:
             chosen = chosen[: max(0, top_k)]
         fired = self.fired(f, threshold) if usable_only else []
         normal = [r for r in fired if r.evidence.condition == NO_FINDING]
+        findings = [r for r in fired if r.evidence.condition != NO_FINDING]
         if not normal:
             return Selection(active=active, chosen=chosen, rules=fired)
-        held_back = sorted({r.evidence.condition for r in fired if r not in normal} | {r.description for r in chosen})
-        notes = [f"the normal rule fired, so these were not written: {', '.join(held_back)}"] if held_back else []
+        if findings and max(r.confidence for r in findings) > normal[0].confidence:
+            note = "the normal rule fired but a finding rule was more confident: the normal statement was not written"
+            return Selection(active=active, chosen=chosen, rules=findings, notes=[note])
+        held_back = sorted({r.evidence.condition for r in findings} | {r.description for r in chosen})
+        notes = [f"the normal rule was the most confident, so these were not written: {', '.join(held_back)}"] if held_back else []
         return Selection(active=active, chosen=[], rules=normal, notes=notes)
 
     def fired(self, f: np.ndarray, threshold: float = 0.0) -> list[RuleFinding]:
-        """The usable rules whose evidence on activations ``f`` reaches their threshold."""
+        """The usable rules whose evidence on activations ``f`` reaches their threshold, with at
+        least one active voter for the finding; the most confident first."""
         out = []
         for rule in self.rules:
             voters = [(i, c) for i, c in rule.voters(f) if f[i] > threshold]
             evidence = float(sum(c for _, c in voters))
-            if voters and evidence >= rule.threshold:
+            if evidence >= rule.threshold and any(c > 0 for _, c in voters):
                 refs = [self.ref(i, float(f[i])).model_copy(update={"contribution": round(c, 6)}) for i, c in voters]
                 out.append(RuleFinding(
                     rule.sentence,
                     RuleEvidence(condition=rule.condition, evidence=round(evidence, 6),
                                  threshold=round(rule.threshold, 6), held_out_auroc=rule.held_out_auroc),
                     refs,
+                    rule.confidence(evidence),
                 ))
-        out.sort(key=lambda r: -(r.evidence.evidence - r.evidence.threshold))
+        out.sort(key=lambda r: -r.confidence)
         return out
 
     def ref(self, i: int, activation: float) -> FeatureRef:

@@ -31,7 +31,7 @@ def test_rule_finds_its_voters_and_holds_up_out_of_fold():
     rules = fit_rules(sparse.csr_matrix(acts), present, groups, ["Edema", "Fracture"])
     edema = next(r for r in rules if r.condition == "Edema")
     assert edema.sentence == "There is pulmonary edema."
-    assert all(w > 0 for w in edema.weights.values())
+    assert edema.balanced_threshold != edema.threshold or edema.condition == "No Finding"
     top_two = sorted(edema.weights, key=lambda i: -edema.weights[i])[:2]
     assert sorted(top_two) == [3, 7]
     assert edema.held_out_auroc > 0.85 and edema.usable and edema.positives == int(present[:, 0].sum())
@@ -50,10 +50,11 @@ def test_too_few_positives_fit_no_rule_and_a_lone_voter_is_listed():
     present[:, 0] = False
     present[:3, 0] = True
     assert fit_rules(acts, present[:, :1], [str(i) for i in range(200)], ["Edema"]) == []
-    rule = FindingRule(condition="Edema", sentence="s", weights={3: 2.0, 7: 1.0}, threshold=1.0, positives=9)
+    rule = FindingRule(condition="Edema", sentence="s", weights={3: 2.0, 7: 1.0, 9: -0.5}, threshold=1.0,
+                       balanced_threshold=1.5, positives=9)
     row = np.zeros(20)
-    row[7] = 4.0
-    assert rule.voters(row) == [(7, 4.0)] and rule.evidence(row) == 4.0
+    row[7], row[9] = 4.0, 2.0
+    assert rule.voters(row) == [(7, 4.0), (9, -1.0)] and rule.evidence(row) == 3.0 and rule.confidence(3.0) == 1.5
 
 
 def testbest_f1_threshold_cuts_between_distinct_scores():
