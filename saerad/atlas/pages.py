@@ -53,6 +53,7 @@ class FeatureEntry:
     top: tuple[Tile, ...]
     sample: tuple[Tile, ...]
     strips: tuple[StripRow, ...] = ()
+    votes: tuple[tuple[str, float, bool], ...] = ()  # (condition, weight, rule usable) of the finding rules it votes in
 
     @property
     def id(self) -> int:
@@ -217,6 +218,7 @@ def feature_page(info: SiteInfo, e: FeatureEntry, *, prev_id: int | None, next_i
 <table class="stats">
 <tr><th>held-out AUROC of the description</th><td>{_num(e.score, ".3f")}</td></tr>
 <tr><th>conditions shared by its top training reports</th><td>{labels}</td></tr>
+<tr><th title="weight per unit of activation; negative = votes against the finding">votes in finding rules</th><td>{_votes(e.votes)}</td></tr>
 <tr><th>fires on (training)</th><td>{_pct(e.train_frequency)}</td></tr>
 <tr><th>fires on (these images)</th><td>{p.n_active:,} of {p.n_images:,} ({_pct(p.frequency)})</td></tr>
 <tr><th>mean / max activation when active (these images)</th><td>{_num(p.mean_active if p.n_active else None)} / {_num(p.max if p.n_active else None)}</td></tr>
@@ -232,6 +234,14 @@ def feature_page(info: SiteInfo, e: FeatureEntry, *, prev_id: int | None, next_i
 <script src="{prefix}{ASSETS}/atlas.js"></script>
 </body></html>
 """
+
+
+def _votes(votes: Sequence[tuple[str, float, bool]]) -> str:
+    if not votes:
+        return "–"
+    return ", ".join(
+        f"{escape(c)} {w:+.3g}" + ("" if usable else ' <span class="muted">(rule not used)</span>') for c, w, usable in votes
+    )
 
 
 def _grid(tiles: Sequence[Tile], prefix: str, empty: str) -> str:

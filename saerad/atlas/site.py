@@ -280,6 +280,8 @@ def _entry(bundle: Bundle, profile: FeatureProfile, ids: list[str], thumbs: dict
         train_quantiles=dict(stats.quantiles),
         top=tuple(Tile(ids[r], thumbs.get(ids[r]), a) for r, a in profile.top),
         sample=tuple(Tile(ids[r], thumbs.get(ids[r]), a) for r, a in profile.sample),
+        votes=tuple((r.condition, r.weights[profile.id], r.usable) for r in bundle.dictionary.rules
+                    if profile.id in r.weights),
     )
 
 

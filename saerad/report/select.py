@@ -72,9 +72,13 @@ class FeatureSelector:
         bad = [i for r in self.rules for i in r.weights if not 0 <= i < n]
         if bad:
             raise ValueError(f"a finding rule names feature {bad[0]}, outside 0..{n - 1}")
-        # A condition with a usable rule speaks only through it.
-        ruled = {r.sentence for r in self.rules}
-        self.speaks_alone = self.usable & np.array([d not in ruled for d in self.descriptions], dtype=bool)
+        # A condition with a usable rule speaks only through it: a description that asserts it is
+        # not written on its own (whatever its wording).
+        ruled = {r.condition for r in self.rules}
+        asserted = {d: asserted_conditions(d) for d in set(self.descriptions)} if ruled else {}
+        self.speaks_alone = self.usable & np.array(
+            [not (asserted.get(d, set()) & ruled) for d in self.descriptions], dtype=bool
+        )
 
     @classmethod
     def from_parts(cls, dictionary, sae) -> FeatureSelector:
@@ -150,3 +154,16 @@ class FeatureSelector:
             score=self.scores[i],
             usable=bool(self.usable[i]),
         )
+
+
+def asserted_conditions(text: str) -> set[str]:
+    """Conditions a description asserts (positive or uncertain); No Finding for a normal statement."""
+    if not text:
+        return set()
+    from saerad.radtext import label_report
+
+    labels = label_report(text)
+    found = {c for c, v in labels.items() if c != NO_FINDING and v in (1, -1)}
+    if not found and labels.get(NO_FINDING) == 1 and labels.get("Support Devices") not in (1, -1):
+        found.add(NO_FINDING)
+    return found

@@ -72,3 +72,9 @@ def test_the_more_confident_of_normal_and_finding_rules_wins():
     assert [r.evidence.condition for r in both.rules] == ["Edema"] and "more confident" in both.notes[0]
     (edema,) = both.rules
     assert [(v.id, v.contribution) for v in edema.voters] == [(0, 6.0), (1, 2.0), (4, -0.75)]
+
+
+def test_other_wordings_of_a_ruled_condition_do_not_speak_alone():
+    descriptions = ["Pulmonary edema.", "Small left pleural effusion.", "The lungs are clear.", None, "Cardiomegaly."]
+    selector = FeatureSelector(descriptions, [True, True, True, False, True], [0.7] * 5, np.ones(5), _rules())
+    assert selector.speaks_alone.tolist() == [False, True, False, False, True]
