@@ -223,8 +223,13 @@ def main() -> None:
     for r in bundle.dictionary.rules:
         auc = "-" if r.held_out_auroc is None else f"{r.held_out_auroc:.3f}"
         print(f"| {r.condition} | {'yes' if r.usable else 'no'} | {auc} | {r.positives} | {len(r.weights)} |")
-    alone = [f for f in bundle.dictionary.features if f.usable and f.description]
-    print(f"\n{len(alone)} usable single-feature descriptions:")
+    from saerad.report.select import FeatureSelector
+
+    selector = FeatureSelector.from_parts(bundle.dictionary, bundle.sae)
+    usable = [f for f in bundle.dictionary.features if f.usable and f.description]
+    alone = [f for f in usable if selector.speaks_alone[f.id]]
+    print(f"\n{len(usable)} usable single-feature descriptions; {len(usable) - len(alone)} state a condition "
+          f"that has a usable rule (they vote there), {len(alone)} speak alone:")
     for f in alone:
         print(f"  #{f.id}: {f.description} (held-out AUROC {f.description_score})")
 
