@@ -30,6 +30,9 @@ def train_diffusion_cmd(
     preset: Annotated[str | None, typer.Option(help="tiny | cpu | gpu (default: by device)")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch")] = None,
     max_minutes: Annotated[float | None, typer.Option(help="stop after this many minutes (resumable)")] = None,
+    init_from: Annotated[Path | None, typer.Option(
+        help="start from this saved diffusion model (a diffusion/ folder, e.g. a bundle's) instead of random "
+             "weights: fine-tuning on a new dataset", exists=True, file_okay=False)] = None,
     augmented_views: Annotated[bool, typer.Option(
         help="also train on the file's '<id>#augK' views (from `saerad embed --augment K`), rebuilt exactly")] = False,
 ) -> None:
@@ -46,7 +49,8 @@ def train_diffusion_cmd(
     on = resolve_device(device)
     name = preset or ("gpu" if on.type == "cuda" else "cpu")
     cfg = make_preset(name, resolution=resolution, steps=steps, batch_size=batch_size, device=str(on),
-                      threads=threads, max_minutes=max_minutes)
+                      threads=threads, max_minutes=max_minutes,
+                      init_from=str(init_from.resolve()) if init_from is not None else None)
     from saerad.datasets.ids import is_augmented
     from saerad.encoders.store import EmbeddingSet
 
@@ -92,8 +96,9 @@ def intervene_cmd(
 
     from saerad.devices import resolve_device
     from saerad.diffusion.intervene import run_intervention
-    from saerad.diffusion.maps import overlay, to_uint8
+    from saerad.diffusion.maps import display_scale
     from saerad.fileio import atomic_write_json
+    from saerad.heatmaps.pictures import overlay, to_uint8
     from saerad.imaging import load_xray
 
     device = resolve_device(device)
@@ -114,7 +119,7 @@ def intervene_cmd(
     for edit, cf, heat, bxs in zip(result.edits, result.counterfactuals, result.heatmaps, result.boxes):
         tag = f"{edit.mode}_{edit.features[0]}"
         save(Image.fromarray(to_uint8(cf), mode="L"), f"counterfactual_{tag}.png")
-        save(overlay(xray.pixels, heat, bxs), f"heatmap_{tag}.png")
+        save(overlay(xray.pixels, heat, bxs, scale=display_scale(heat)), f"heatmap_{tag}.png")
         boxes[str(edit.features[0])] = bxs
     atomic_write_json(out / "boxes.json", {"mode": mode.value, "coordinates": "0..1 of the original image",
                                            "boxes": boxes})

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from saerad.diffusion.maps import to_uint8
+from saerad.heatmaps.pictures import to_uint8
 
 
 def image_grid(rows: Sequence[Sequence[np.ndarray]], *, pad: int = 2) -> Image.Image:
@@ -92,7 +92,8 @@ def intervention_figure(model, sae, encoder, image01: np.ndarray, features: Sequ
     on the image, else ``|x_+feature - x_rec|`` (removing an absent feature changes nothing).
     """
     from saerad.diffusion.intervene import Edit, intervene
-    from saerad.diffusion.maps import overlay
+    from saerad.diffusion.maps import display_scale
+    from saerad.heatmaps.pictures import overlay
 
     edits = []
     for i in features:
@@ -107,6 +108,7 @@ def intervention_figure(model, sae, encoder, image01: np.ndarray, features: Sequ
         rows.append(FigureRow(
             label=label, original=result.original, reconstruction=result.reconstruction,
             plus=result.counterfactuals[2 * k], minus=result.counterfactuals[2 * k + 1],
-            map_overlay=overlay(result.original, result.heatmaps[m], result.boxes[m], max_side=result.original.shape[0]),
+            map_overlay=overlay(result.original, result.heatmaps[m], result.boxes[m], max_side=result.original.shape[0],
+                                scale=display_scale(result.heatmaps[m])),
         ))
     return compose_figure(rows)

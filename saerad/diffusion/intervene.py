@@ -27,9 +27,10 @@ import torch
 from saerad.devices import AUTO, resolve_device
 from saerad.diffusion.data import from_model, resize_image, to_model
 from saerad.diffusion.invert import ddim_invert, ddim_sample
-from saerad.diffusion.maps import Localization, localize
+from saerad.diffusion.maps import localize
 from saerad.diffusion.metrics import composition, feature_effect
 from saerad.errors import BundleError, ConfigError
+from saerad.heatmaps.body import body_mask
 
 if TYPE_CHECKING:
     from saerad.bundle import Bundle
@@ -124,15 +125,19 @@ def render(
     edited: torch.Tensor,
     *,
     steps: int = DEFAULT_STEPS,
+    progress: Callable[[], None] | None = None,
 ) -> Rendered:
-    """Invert ``image01`` under ``token``, then sample [token, *edited] from that x_T in one batch."""
+    """Invert ``image01`` under ``token``, then sample [token, *edited] from that x_T in one batch.
+
+    ``progress`` is called once per denoiser call (``2 * steps`` in all).
+    """
     device = next(model.parameters()).device
     original = resize_image(image01, model.resolution)
     x0 = to_model(original).to(device)
     token = token.reshape(1, -1).float().to(device)
-    x_T = ddim_invert(model, x0, token, steps=steps)
+    x_T = ddim_invert(model, x0, token, steps=steps, progress=progress)
     tokens = torch.cat([token, edited.float().to(device)])
-    out = from_model(ddim_sample(model, x_T.expand(len(tokens), -1, -1, -1), tokens, steps=steps))
+    out = from_model(ddim_sample(model, x_T.expand(len(tokens), -1, -1, -1), tokens, steps=steps, progress=progress))
     return Rendered(original=original, reconstruction=out[0], counterfactuals=list(out[1:]))
 
 
@@ -144,10 +149,11 @@ class InterventionResult:
     original: np.ndarray
     reconstruction: np.ndarray
     counterfactuals: list[np.ndarray]
-    heatmaps: list[np.ndarray]
+    heatmaps: list[np.ndarray]  # difference maps, zero outside ``body``
     boxes: list[list[dict[str, float]]]
     metrics: dict[str, Any]
     edits: list[Edit] = field(default_factory=list)
+    body: np.ndarray | None = None  # the body mask the maps were restricted to
     activations: dict[int, float] = field(default_factory=dict)  # SAE activation of each target on the input
 
 
@@ -162,8 +168,12 @@ def intervene(
     steps: int = DEFAULT_STEPS,
     measure: bool = True,
     token: torch.Tensor | None = None,
+    progress: Callable[[], None] | None = None,
 ) -> InterventionResult:
-    """Render ``edits`` of one image and localise each; with ``measure``, re-encode to score them."""
+    """Render ``edits`` of one image and localise each; with ``measure``, re-encode to score them.
+
+    ``token`` is the image's class token when the caller has it (saves encoding the image again).
+    """
     if token is None:
         token = encoder.encode_images([image01])[0]
     token = token.float().cpu()
@@ -171,8 +181,9 @@ def intervene(
     with torch.no_grad():
         codes = sae.encode(token[None].to(sae_device))[0].float()
         edited = edited_tokens(token.to(sae_device), codes, sae, edits, add_level).float().cpu()
-    rendered = render(model, image01, token, edited, steps=steps)
-    maps: list[Localization] = [localize(rendered.reconstruction, cf) for cf in rendered.counterfactuals]
+    rendered = render(model, image01, token, edited, steps=steps, progress=progress)
+    body = body_mask(image01, rendered.original.shape)
+    maps = [localize(rendered.reconstruction, cf, body=body) for cf in rendered.counterfactuals]
     metrics: dict[str, Any] = {
         "composition": composition(rendered.original, rendered.reconstruction),
         "steps": steps,
@@ -199,6 +210,7 @@ def intervene(
         boxes=[m.boxes for m in maps],
         metrics=metrics,
         edits=list(edits),
+        body=body,
         activations={i: float(codes[i]) for i in targets},
     )
 

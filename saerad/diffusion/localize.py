@@ -12,7 +12,8 @@ import time
 from typing import TYPE_CHECKING
 
 from saerad.diffusion.intervene import DEFAULT_STEPS, Edit, intervene, model_for
-from saerad.diffusion.maps import data_uri, overlay
+from saerad.diffusion.maps import display_scale
+from saerad.heatmaps.pictures import data_uri, overlay
 from saerad.report.schema import Box, GroundedReport
 
 if TYPE_CHECKING:
@@ -53,7 +54,8 @@ def localize_report(
     findings = list(report.findings)
     for slot, k in enumerate(sentence_edits):
         boxes = [Box(**b) for b in result.boxes[slot]]
-        picture = overlay(xray.pixels, result.heatmaps[slot], result.boxes[slot], max_side=HEATMAP_SIDE)
+        picture = overlay(xray.pixels, result.heatmaps[slot], result.boxes[slot], max_side=HEATMAP_SIDE,
+                          scale=display_scale(result.heatmaps[slot]))
         findings[k] = findings[k].model_copy(update={"boxes": boxes, "heatmap": data_uri(picture)})
     timings = dict(report.timings_ms)
     timings["localize_diffusion"] = round((time.perf_counter() - t0) * 1000.0, 3)

@@ -34,7 +34,7 @@ def heatmap_bytes(ref: Any) -> bytes | None:
     """A heatmap (or any picture) as PNG bytes from a data URI, a file path, raw bytes, an array or a PIL image."""
     from PIL import Image
 
-    from saerad.diffusion.maps import png_bytes
+    from saerad.heatmaps.pictures import png_bytes
 
     if ref is None:
         return None
@@ -109,7 +109,8 @@ def intervention(job_id: str, reporter: Reporter, xray: XRay, *, features: list[
                  strength: float, steps: int) -> JobOutput:
     """Original, reconstruction, one counterfactual + map overlay + boxes per feature, and metrics."""
     from saerad.diffusion.intervene import run_intervention
-    from saerad.diffusion.maps import overlay
+    from saerad.diffusion.maps import display_scale
+    from saerad.heatmaps.pictures import overlay
 
     t0 = time.perf_counter()
     res = run_intervention(xray, features, mode=mode, strength=strength, bundle=reporter.bundle,
@@ -126,7 +127,7 @@ def intervention(job_id: str, reporter: Reporter, xray: XRay, *, features: list[
             description = reporter.bundle.dictionary.get(feature_id).description
         except (KeyError, SaeradError):
             description = None
-        picture = overlay(xray.pixels, res.heatmaps[k], res.boxes[k], max_side=512)
+        picture = overlay(xray.pixels, res.heatmaps[k], res.boxes[k], max_side=512, scale=display_scale(res.heatmaps[k]))
         edits.append({
             "feature": feature_id,
             "description": description,
