@@ -85,11 +85,12 @@ def compose_figure(rows: Sequence[FigureRow], *, tile: int = 192, pad: int = 6, 
 
 def intervention_figure(model, sae, encoder, image01: np.ndarray, features: Sequence[int], *,
                         descriptions: dict[int, str] | None = None, add_level=None, steps: int = 50,
-                        strength: float = 1.0) -> Image.Image:
+                        strength: float = 1.0, progress=None) -> Image.Image:
     """Render +feature / -feature for every feature (ONE inversion, ONE sampling batch) and compose.
 
     The map column shows where the feature lives: ``|x_-feature - x_rec|`` when the feature is active
     on the image, else ``|x_+feature - x_rec|`` (removing an absent feature changes nothing).
+    ``progress`` is called once per denoiser call (``2 * steps``).
     """
     from saerad.diffusion.intervene import Edit, intervene
     from saerad.diffusion.maps import display_scale
@@ -98,7 +99,8 @@ def intervention_figure(model, sae, encoder, image01: np.ndarray, features: Sequ
     edits = []
     for i in features:
         edits += [Edit((int(i),), "add", strength), Edit((int(i),), "remove")]
-    result = intervene(model, sae, encoder, image01, edits, add_level=add_level, steps=steps, measure=False)
+    result = intervene(model, sae, encoder, image01, edits, add_level=add_level, steps=steps, measure=False,
+                       progress=progress)
     rows = []
     for k, i in enumerate(features):
         active = result.activations.get(int(i), 0.0) > 0

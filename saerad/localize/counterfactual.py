@@ -53,7 +53,7 @@ def counterfactual_maps(
     ``diffusion_dir`` overrides the bundle's diffusion model (e.g. a freshly trained one);
     ``progress`` is called once per denoiser call.
     """
-    model = model_for(diffusion_dir if diffusion_dir is not None else bundle, device)
+    model = model_for(bundle, device, directory=diffusion_dir)
     with torch.no_grad():
         codes = bundle.sae.encode(token.reshape(1, -1).to(bundle.sae.W_enc.device))[0].float().cpu()
     edits = [Edit(tuple(sorted({int(i) for i in features})),
