@@ -125,6 +125,7 @@ def render(
     edited: torch.Tensor,
     *,
     steps: int = DEFAULT_STEPS,
+    edit_guidance: float = 1.0,
     progress: Callable[[], None] | None = None,
 ) -> Rendered:
     """Invert ``image01`` under ``token``, then sample [token, *edited] from that x_T in one batch.
@@ -141,7 +142,7 @@ def render(
     tokens = torch.cat([token, edited.float().to(device)])
     distinct, which = torch.unique(tokens, dim=0, return_inverse=True)
     sampled = from_model(ddim_sample(model, x_T.expand(len(distinct), -1, -1, -1), distinct, steps=steps,
-                                     progress=progress))
+                                     anchor=token, edit_guidance=edit_guidance, progress=progress))
     out = sampled[which.cpu().numpy()]
     return Rendered(original=original, reconstruction=out[0], counterfactuals=list(out[1:]))
 
@@ -173,6 +174,7 @@ def intervene(
     steps: int = DEFAULT_STEPS,
     measure: bool = True,
     token: torch.Tensor | None = None,
+    edit_guidance: float = 1.0,
     progress: Callable[[], None] | None = None,
 ) -> InterventionResult:
     """Render ``edits`` of one image and localise each; with ``measure``, re-encode to score them.
@@ -186,12 +188,13 @@ def intervene(
     with torch.no_grad():
         codes = sae.encode(token[None].to(sae_device))[0].float()
         edited = edited_tokens(token.to(sae_device), codes, sae, edits, add_level).float().cpu()
-    rendered = render(model, image01, token, edited, steps=steps, progress=progress)
+    rendered = render(model, image01, token, edited, steps=steps, edit_guidance=edit_guidance, progress=progress)
     body = body_mask(image01, rendered.original.shape)
     maps = [localize(rendered.reconstruction, cf, body=body) for cf in rendered.counterfactuals]
     metrics: dict[str, Any] = {
         "composition": composition(rendered.original, rendered.reconstruction),
         "steps": steps,
+        "edit_guidance": edit_guidance,
         "resolution": model.resolution,
     }
     if measure and edits:

@@ -62,16 +62,31 @@ def ddim_sample(
     *,
     steps: int = 50,
     guidance: float = 1.0,
+    anchor: torch.Tensor | None = None,
+    edit_guidance: float = 1.0,
     progress=None,
 ) -> torch.Tensor:
-    """x_T (B, 1, R, R) -> x0 in model units (not clipped), conditioned on ``tokens`` (B, d)."""
+    """x_T (B, 1, R, R) -> x0 in model units (not clipped), conditioned on ``tokens`` (B, d).
+
+    With an ``anchor`` token (the unedited one) and ``edit_guidance`` g != 1, each row follows
+    ``eps(x, anchor) + g (eps(x, token) - eps(x, anchor))``: the edit's effect on the denoiser is
+    amplified along the same trajectory, while a row whose token IS the anchor (the reconstruction)
+    is untouched. Costs one extra denoiser row per row.
+    """
     sampler, _ = make_schedulers(model)
     sampler.set_timesteps(steps, device=x_T.device)
     tokens = _tokens_for(tokens.to(x_T.device), x_T.shape[0])
+    steer = anchor is not None and edit_guidance != 1.0
+    if steer:
+        anchors = _tokens_for(anchor.to(x_T.device), x_T.shape[0])
     x = x_T.float()
     for t in sampler.timesteps:
         with _autocast(x.device):
-            eps = model.guided_eps(x, t, tokens, guidance).float()
+            if steer:
+                eps_edit, eps_anchor = model(torch.cat([x, x]), t, torch.cat([tokens, anchors])).float().chunk(2)
+                eps = eps_anchor + edit_guidance * (eps_edit - eps_anchor)
+            else:
+                eps = model.guided_eps(x, t, tokens, guidance).float()
         x = sampler.step(eps, int(t), x, eta=0.0).prev_sample
         if progress is not None:
             progress()
