@@ -62,6 +62,12 @@ def overlay(image01: np.ndarray, heat: np.ndarray, boxes: list[dict[str, float]]
     return out
 
 
+def read_heatmap(png: bytes) -> np.ndarray:
+    """A heatmap PNG (:func:`heatmap_image`) back as a [0, 1] map (1 = the brightest level)."""
+    with Image.open(io.BytesIO(png)) as picture:
+        return np.asarray(picture.convert("L"), dtype=np.float32) / 255.0
+
+
 def to_uint8(image01: np.ndarray) -> np.ndarray:
     """[0, 1] floats (values outside clipped, NaN as 0) -> uint8 display levels."""
     return (np.clip(np.nan_to_num(np.asarray(image01, dtype=np.float32)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)

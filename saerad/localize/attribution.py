@@ -29,7 +29,7 @@ the default encoder letterboxes with black: padding then contributes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -61,27 +61,32 @@ class AttributionMap:
     patch_grid: tuple[int, int]
 
 
-def feature_readout(sae: GatedSAE, features: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(w, b)`` with ``s(c) = c @ w + b`` the features' summed drive (see the module docstring)."""
+def feature_readout(sae: GatedSAE, features: Sequence[int] | Mapping[int, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(w, b)`` with ``s(c) = c @ w + b`` the features' summed drive (see the module docstring).
+
+    ``features`` is a list of ids (each counts once) or ``{id: weight}`` (a finding rule's votes).
+    """
     d_sae = int(sae.cfg.d_sae)
-    ids = sorted({int(i) for i in features})
+    weights = ({int(i): float(v) for i, v in features.items()} if isinstance(features, Mapping)
+               else dict.fromkeys((int(i) for i in features), 1.0))
+    ids = sorted(weights)
     if not ids:
         raise ConfigError("attribution needs at least one feature")
     bad = [i for i in ids if not 0 <= i < d_sae]
     if bad:
         raise ConfigError(f"feature ids {bad} out of range: this SAE has {d_sae} features (0..{d_sae - 1})")
     with torch.no_grad():
-        scale = sae.r_mag.detach()[ids].float().exp()
-        w = (sae.W_enc.detach()[:, ids].float() * scale).sum(1)
-        b = -(sae.b_dec.detach().float() @ w)
-    return w.cpu(), b.cpu()
+        scale = sae.r_mag.detach()[ids].float().exp() * torch.tensor([weights[i] for i in ids])
+        w = (sae.W_enc.detach()[:, ids].float().cpu() * scale).sum(1)
+        b = -(sae.b_dec.detach().float().cpu() @ w)
+    return w, b
 
 
 def attribution_map(
     encoder: ClassTokenEncoder,
     sae: GatedSAE,
     image01: np.ndarray,
-    features: Sequence[int],
+    features: Sequence[int] | Mapping[int, float],
     *,
     method: AttributionMethod = DEFAULT_ATTRIBUTION,
     ig_steps: int = IG_STEPS,

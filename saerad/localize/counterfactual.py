@@ -44,7 +44,7 @@ def counterfactual_maps(
     feature_sets: Sequence[Sequence[int]],
     *,
     steps: int = DEFAULT_STEPS,
-    device: str | None = None,
+    device: str | torch.device | None = None,
     progress: Callable[[], None] | None = None,
     diffusion_dir: str | os.PathLike | None = None,
 ) -> tuple[list[CounterfactualMap], dict]:

@@ -9,7 +9,7 @@ keeps ``None``. ``GroundedReport.localization`` says which method made the maps 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from saerad.errors import BundleError, ConfigError
 from saerad.heatmaps.pictures import data_uri, heatmap_image
-from saerad.report.schema import Box, GroundedReport, Localization
+from saerad.report.schema import Box, GroundedReport, Localization, Sentence
 
 if TYPE_CHECKING:
     import torch
@@ -65,20 +65,24 @@ def sentence_maps(
     encoder: ClassTokenEncoder,
     xray: XRay,
     token: torch.Tensor,
-    feature_sets: Sequence[Sequence[int]],
+    feature_sets: Sequence[Sequence[int] | Mapping[int, float]],
     *,
     method: Method = "attribution",
     steps: int | None = None,
-    device: str | None = None,
+    device: str | torch.device | None = None,
     attribution: str | None = None,
 ) -> tuple[list[SentenceMap], dict]:
-    """One :class:`SentenceMap` per feature set, and a JSON-able description of how they were made."""
+    """One :class:`SentenceMap` per feature set, and a JSON-able description of how they were made.
+
+    A feature set is a list of ids or ``{id: weight}``; counterfactuals edit the ids (weights only
+    shape attribution's readout).
+    """
     check_method(method, bundle)
     if method == "counterfactual":
         from saerad.diffusion.intervene import DEFAULT_STEPS
         from saerad.localize.counterfactual import counterfactual_maps
 
-        found, detail = counterfactual_maps(bundle, encoder, xray.pixels, token, feature_sets,
+        found, detail = counterfactual_maps(bundle, encoder, xray.pixels, token, [list(f) for f in feature_sets],
                                             steps=DEFAULT_STEPS if steps is None else steps, device=device)
         return [SentenceMap(heat=m.heat, boxes=m.boxes, scale=m.scale) for m in found], detail
     from saerad.heatmaps.body import body_mask
@@ -105,7 +109,7 @@ def localize_report(
     encoder: ClassTokenEncoder,
     method: Method = "attribution",
     steps: int | None = None,
-    device: str | None = None,
+    device: str | torch.device | None = None,
 ) -> GroundedReport:
     """A copy of ``report`` whose sentences carry boxes (0..1 of the original image) and heatmaps.
 
@@ -113,8 +117,8 @@ def localize_report(
     """
     check_method(method, bundle)
     t0 = time.perf_counter()
-    slots = {k: tuple(sorted({f.id for f in s.features if f.activation > 0})) for k, s in enumerate(report.findings)}
-    slots = {k: ids for k, ids in slots.items() if ids}
+    slots = {k: _sentence_features(s) for k, s in enumerate(report.findings)}
+    slots = {k: features for k, features in slots.items() if features}
     maps, detail = (sentence_maps(bundle, encoder, xray, token, list(slots.values()), method=method, steps=steps,
                                   device=device) if slots else ([], {}))
     findings = list(report.findings)
@@ -130,3 +134,13 @@ def localize_report(
         "timings_ms": timings,
         "localization": Localization(method=method, sentences=len(maps), detail=detail),
     })
+
+
+def _sentence_features(sentence: Sentence) -> dict[int, float]:
+    """The sentence's active features and their weight: a finding rule's vote weight (contribution /
+    activation), else 1 (a description is the feature's own)."""
+    out = {}
+    for f in sentence.features:
+        if f.activation > 0:
+            out[f.id] = f.contribution / f.activation if sentence.rule is not None and f.contribution else 1.0
+    return out

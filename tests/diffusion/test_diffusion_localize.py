@@ -1,4 +1,4 @@
-"""End to end on a tiny bundle with a tiny diffusion model: report --localize, intervene, figure."""
+"""End to end on a tiny bundle with a tiny diffusion model: counterfactual localisation, intervene, figure."""
 
 from __future__ import annotations
 
@@ -29,11 +29,11 @@ def xray_png(tmp_path_factory):
     return random_xray_png(tmp_path_factory.mktemp("img") / "x.png", size=(40, 30))
 
 
-def test_report_localize_fills_boxes_and_heatmaps(bundle_with_diffusion, xray_png):
+def test_counterfactual_localisation_fills_boxes_and_heatmaps(bundle_with_diffusion, xray_png):
     from saerad.pipeline import Reporter
 
     reporter = Reporter.from_bundle(bundle_with_diffusion)
-    report = reporter.report(xray_png, localize=True)
+    report = reporter.report(xray_png, localize="counterfactual", localize_steps=3)
     assert report.findings, "the tiny bundle should produce findings"
     localized = [s for s in report.findings if any(f.activation > 0 for f in s.features)]
     assert localized
