@@ -90,8 +90,14 @@ def attribution_map(
     *,
     method: AttributionMethod = DEFAULT_ATTRIBUTION,
     ig_steps: int = IG_STEPS,
+    body: np.ndarray | None = None,
 ) -> AttributionMap:
-    """Map of how much each region of ``image01`` drives ``features`` (see the module docstring)."""
+    """Map of how much each region of ``image01`` drives ``features`` (see the module docstring).
+
+    ``body`` (a boolean mask over the image, :mod:`saerad.heatmaps.body`) weights each patch by the
+    share of it inside the body (0 below half) BEFORE smoothing, so a patch of burned-in text or film
+    border can neither win nor bleed into its neighbours.
+    """
     if method not in ATTRIBUTION_METHODS:
         raise ConfigError(f"unknown attribution method {method!r}; choose one of {', '.join(ATTRIBUTION_METHODS)}")
     if ig_steps < 1:
@@ -118,6 +124,9 @@ def attribution_map(
         alphas = [1.0] if method == "gradient_x_input" else [(k + 0.5) / ig_steps for k in range(ig_steps)]
         per_pixel, value = _path_gradients(drive, x, black, alphas)
         per_patch = per_pixel.reshape(grid[0], patch, grid[1], patch).sum(axis=(1, 3))
+    if body is not None:
+        share = _patch_share(encoder, body, image.shape, patch, grid)
+        per_patch = np.clip(per_patch, 0.0, None) * np.where(share >= 0.5, share, 0.0)
     heat = _to_original(per_patch, geometry, image.shape)
     return AttributionMap(heat=heat, method=method, drive=value, patch_grid=grid)
 
@@ -168,6 +177,16 @@ def _occlusion(drive, x: torch.Tensor, grid: tuple[int, int], batch: int = 16) -
             drops[y : y + k, xx : xx + k] += value - float(score)
             counts[y : y + k, xx : xx + k] += 1
     return (drops / np.maximum(counts, 1)).astype(np.float32), value
+
+
+def _patch_share(encoder, body: np.ndarray, shape: tuple[int, int], patch: int, grid: tuple[int, int]) -> np.ndarray:
+    """Share of each patch inside ``body``: the mask goes through the encoder's own geometry
+    (letterbox, resize, crop), so padding counts as outside."""
+    from saerad.imaging import resize_image
+
+    mask = resize_image(np.asarray(body, dtype=np.float32), tuple(shape[:2]))
+    at_input = encoder.preprocessor.to_uint8(mask).astype(np.float32) / 255.0
+    return at_input.reshape(grid[0], patch, grid[1], patch).mean(axis=(1, 3))
 
 
 def _to_original(per_patch: np.ndarray, geometry, image_shape: tuple[int, int]) -> np.ndarray:

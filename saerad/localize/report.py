@@ -90,11 +90,10 @@ def sentence_maps(
     from saerad.localize.attribution import DEFAULT_ATTRIBUTION, attribution_map
 
     variant = attribution or DEFAULT_ATTRIBUTION
-    maps, body = [], None
+    body = body_mask(xray.pixels)
+    maps = []
     for features in feature_sets:
-        found = attribution_map(encoder, bundle.sae, xray.pixels, features, method=variant)
-        if body is None:
-            body = body_mask(xray.pixels, found.heat.shape)
+        found = attribution_map(encoder, bundle.sae, xray.pixels, features, method=variant, body=body)
         regions = find_regions(found.heat, body=body)
         maps.append(SentenceMap(heat=regions.heat, boxes=regions.boxes, scale=float(regions.heat.max())))
     return maps, {"attribution": variant, "encoder": encoder.spec}

@@ -129,3 +129,14 @@ def test_real_vit_maps_cover_the_original_aspect():
             assert found.heat.shape == (MAP_SIDE, round(MAP_SIDE * 60 / 90))
             assert np.isfinite(found.heat).all() and found.heat.min() >= 0
             assert found.drive == pytest.approx(float(token @ w + b), rel=1e-3, abs=1e-4)
+
+
+def test_patches_outside_the_body_neither_win_nor_bleed():
+    encoder, sae = LinearPatchEncoder(), _reader_sae([[1.0, 0.0], [0.0, 1.0]])
+    image = np.full((SIDE * 2, SIDE * 2), 0.5, dtype=np.float32)
+    body = np.ones(image.shape, dtype=bool)
+    body[: SIDE // 4, : SIDE // 4] = False  # the top-left patch (where feature 0 reads) is "text"
+    found = attribution_map(encoder, sae, image, [0], method="gradient_x_input", body=body)
+    assert found.heat.max() == 0  # its only evidence was outside the body
+    inside = attribution_map(encoder, sae, image, [1], method="gradient_x_input", body=body)
+    assert inside.heat.max() > 0  # the bottom-right patch is untouched
