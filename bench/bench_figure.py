@@ -59,7 +59,8 @@ def run(image: Path, features: list[int], bundle: str | None, steps: int, extra:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--image", type=Path, default=REPO.parent / "shared/data/covid-cxr/images/000001-2.jpg")
+    ap.add_argument("--image", type=Path, default=Path(os.environ.get("SAERAD_SHARED_DATA", REPO.parent / "shared" / "data"))
+                    / "covid-cxr/images/000001-2.jpg")
     ap.add_argument("--bundle", default=None, help="bundle directory (default: the embedded one)")
     ap.add_argument("--features", type=int, nargs="*", default=None)
     ap.add_argument("--steps", type=int, default=50)

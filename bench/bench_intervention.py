@@ -119,7 +119,8 @@ def main() -> None:
     ap.add_argument("--sae", type=Path, default=None, help="SAE directory (instead of a bundle)")
     ap.add_argument("--embeddings", type=Path, default=None, help="class tokens of the dataset (for add levels)")
     ap.add_argument("--dataset", default="covid-cxr", help="covid-cxr | nih-cxr14 | folder | ...")
-    ap.add_argument("--root", type=Path, default=None, help="dataset folder (default: ../shared/data/DATASET)")
+    ap.add_argument("--root", type=Path, default=None,
+                    help="dataset folder (default: $SAERAD_SHARED_DATA/DATASET, else ../shared/data/DATASET)")
     ap.add_argument("--images", type=int, default=20, help="held-out images to use")
     ap.add_argument("--remove", type=int, default=2)
     ap.add_argument("--add", type=int, default=1)
@@ -143,7 +144,7 @@ def main() -> None:
     meta = read_metadata(args.diffusion)
     sae, dictionary, sae_source = find_sae_parts(args)
     encoder = load_encoder("default")
-    root = args.root or REPO.parent / "shared/data" / args.dataset
+    root = args.root or Path(os.environ.get("SAERAD_SHARED_DATA", REPO.parent / "shared" / "data")) / args.dataset
     index = image_index(args.dataset, root)
     held = sorted(i for i, (_, _, role) in index.items() if role == "test")
     rng = np.random.default_rng(0)

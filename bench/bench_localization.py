@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SAERAD_SHARED_DATA", REPO.parent / "shared" / "data"))
 GRID = 256
 ATTRIBUTION_VARIANTS = ("token_gradient", "gradient_x_input", "integrated_gradients", "occlusion")
 
@@ -95,7 +96,7 @@ def tracking_features(bundle, embeddings, studies, boxed_patients: set[str], con
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", required=True, help="bundle directory (SAE, dictionary, optional diffusion model)")
-    ap.add_argument("--root", type=Path, default=REPO.parent / "shared/data/nih-cxr14")
+    ap.add_argument("--root", type=Path, default=SHARED / "nih-cxr14")
     ap.add_argument("--embeddings", type=Path, default=None,
                     help="class tokens of the dataset (saerad embed); else the images are encoded here")
     ap.add_argument("--diffusion", type=Path, default=None, help="diffusion model overriding the bundle's")

@@ -10,18 +10,14 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
-from report_builders import D_IN, build_tiny_bundle, random_xray_png  # noqa: E402
+from report_builders import build_tiny_bundle, make_tiny_diffusion, random_xray_png  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from saerad.diffusion.model import TokenConditionedUNet, save_diffusion
-
     root = tmp_path_factory.mktemp("cli")
-    torch.manual_seed(0)
-    save_diffusion(TokenConditionedUNet.from_architecture("tiny", token_dim=D_IN, resolution=16), root / "diff",
-                   fp16=True, metadata={"steps": 0})
-    return build_tiny_bundle(root / "bundle", diffusion_dir=root / "diff"), random_xray_png(root / "x.png")
+    bundle = build_tiny_bundle(root / "bundle", diffusion_dir=make_tiny_diffusion(root / "diff"))
+    return bundle, random_xray_png(root / "x.png")
 
 
 def _main(args, capsys, monkeypatch) -> tuple[int, str, str]:

@@ -13,20 +13,14 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
-from report_builders import D_IN, build_tiny_bundle, random_xray_png  # noqa: E402
+from report_builders import build_tiny_bundle, make_tiny_diffusion, random_xray_png  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
-    from saerad.diffusion.model import TokenConditionedUNet, save_diffusion
-
     root = tmp_path_factory.mktemp("localize")
-    torch.manual_seed(0)
-    model = TokenConditionedUNet.from_architecture("tiny", token_dim=D_IN, resolution=16)
-    save_diffusion(model, root / "diffusion-src", fp16=True, metadata={"steps": 0, "note": "untrained test model"})
-    with_diffusion = build_tiny_bundle(root / "with", diffusion_dir=root / "diffusion-src")
-    encoder_src = root / "with-encoder-src"
-    plain = build_tiny_bundle(root / "plain", encoder_dir=encoder_src)
+    with_diffusion = build_tiny_bundle(root / "with", diffusion_dir=make_tiny_diffusion(root / "diffusion-src"))
+    plain = build_tiny_bundle(root / "plain", encoder_dir=root / "with-encoder-src")
     return {"with": with_diffusion, "plain": plain}
 
 
