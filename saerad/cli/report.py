@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from saerad.cli.app import DeviceOption, app
+from saerad.cli.app import DeviceOption, LocalizeChoice, app
 from saerad.errors import ConfigError
 
 
@@ -18,11 +18,6 @@ class ReportFormat(str, Enum):
     fhir = "fhir"
     fhir_bundle = "fhir-bundle"
     dicom_sr = "dicom-sr"
-
-
-class LocalizeChoice(str, Enum):
-    attribution = "attribution"
-    counterfactual = "counterfactual"
 
 
 class ComposerChoice(str, Enum):

@@ -29,6 +29,10 @@ class LocalizeOption(str, Enum):
     attribution = "attribution"
     counterfactual = "counterfactual"
 
+    def method(self, default: str) -> str | None:
+        """The localisation method asked for (``default`` for ``true``), None for ``false``."""
+        return {"false": None, "true": default}.get(self.value, self.value)
+
 
 class InterventionMode(str, Enum):
     add = "add"

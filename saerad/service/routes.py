@@ -136,8 +136,7 @@ async def create_report(
     ] = None,
 ) -> Response:
     state = _state(request)
-    method = {LocalizeOption.false: None, LocalizeOption.true: state.settings.localize_method}.get(
-        localize, localize.value)
+    method = localize.method(state.settings.localize_method)
     if method is not None:
         if method == "counterfactual":
             _require_diffusion(state, "counterfactual localisation")
