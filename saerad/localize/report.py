@@ -42,12 +42,6 @@ class SentenceMap:
     boxes: list[dict[str, float]]
     scale: float
 
-    @property
-    def peak(self) -> tuple[float, float] | None:
-        from saerad.heatmaps.regions import peak
-
-        return peak(self.heat)
-
 
 def check_method(method: str, bundle: Bundle) -> None:
     """Refuse an unknown method, or counterfactuals from a bundle without a diffusion model, up front."""
