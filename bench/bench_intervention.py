@@ -1,7 +1,8 @@
-"""Counterfactual checks of the diffusion model on held-out covid-cxr images (issue 5).
+"""Counterfactual checks of the diffusion model on held-out images of a dataset (issues 5 and 14).
 
 Held-out = the test patients of :mod:`saerad.datasets.split`, which ``saerad train-diffusion``
-leaves out, so the diffusion model never saw these images.
+leaves out, so the diffusion model never saw these images. Maps are restricted to the body
+(:mod:`saerad.heatmaps.body`) as in reports.
 
 Trials per image (one inversion, one sampling batch per image):
 - remove: the ``--remove`` active features with the largest contribution ``f_i * ||W_dec[i]||``;
@@ -19,6 +20,8 @@ Checks (targets from issue 5):
 
     python bench/bench_intervention.py --diffusion runs/diffusion/covid-128/diffusion \\
         --bundle runs/bundles/covid --embeddings runs/covid-cxr/embeddings.safetensors
+    python bench/bench_intervention.py --dataset nih-cxr14 --bundle runs/bundles/nih \\
+        --diffusion runs/diffusion/nih-128/diffusion --embeddings runs/bundles/nih.work/embeddings.safetensors
 """
 
 from __future__ import annotations
@@ -114,13 +117,17 @@ def main() -> None:
     ap.add_argument("--diffusion", type=Path, default=REPO / "runs/diffusion/covid-128/diffusion")
     ap.add_argument("--bundle", type=Path, default=None, help="bundle with SAE + dictionary")
     ap.add_argument("--sae", type=Path, default=None, help="SAE directory (instead of a bundle)")
-    ap.add_argument("--embeddings", type=Path, default=None, help="class tokens of covid-cxr (for add levels)")
-    ap.add_argument("--root", type=Path, default=REPO.parent / "shared/data/covid-cxr")
+    ap.add_argument("--embeddings", type=Path, default=None, help="class tokens of the dataset (for add levels)")
+    ap.add_argument("--dataset", default="covid-cxr", help="covid-cxr | nih-cxr14 | folder | ...")
+    ap.add_argument("--root", type=Path, default=None,
+                    help="dataset folder (default: $SAERAD_SHARED_DATA/DATASET, else ../shared/data/DATASET)")
     ap.add_argument("--images", type=int, default=20, help="held-out images to use")
     ap.add_argument("--remove", type=int, default=2)
     ap.add_argument("--add", type=int, default=1)
     ap.add_argument("--min-freq", type=float, default=0.02, help="add: training frequency of candidates")
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--edit-guidance", type=float, default=1.0,
+                    help="amplify each edit's effect on the denoiser (1 = plain sampling under the edited token)")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads for the quality trials")
     ap.add_argument("--latency-threads", type=int, default=2, help="CPU threads for the latency check")
     ap.add_argument("--latency-repeats", type=int, default=2)
@@ -137,11 +144,12 @@ def main() -> None:
     meta = read_metadata(args.diffusion)
     sae, dictionary, sae_source = find_sae_parts(args)
     encoder = load_encoder("default")
-    index = image_index("covid-cxr", args.root)
+    root = args.root or Path(os.environ.get("SAERAD_SHARED_DATA", REPO.parent / "shared" / "data")) / args.dataset
+    index = image_index(args.dataset, root)
     held = sorted(i for i, (_, _, role) in index.items() if role == "test")
     rng = np.random.default_rng(0)
     chosen = [held[k] for k in sorted(rng.choice(len(held), size=min(args.images, len(held)), replace=False))]
-    results: dict = {"diffusion": str(args.diffusion), "diffusion_meta": meta, "sae": sae_source,
+    results: dict = {"dataset": args.dataset, "diffusion": str(args.diffusion), "diffusion_meta": meta, "sae": sae_source,
                      "held_out_images": len(held), "images": len(chosen), "steps": args.steps}
     rows = []
 
@@ -164,7 +172,7 @@ def main() -> None:
                 codes = sae.encode(token[None])[0].numpy()
             edits = choose_edits(codes, dec_norm, levels, freq, args.remove, args.add, args.min_freq)
             result = intervene(model, sae, encoder, pixels, edits, add_level=lambda i: float(levels[i]),
-                               steps=args.steps, token=token)
+                               steps=args.steps, token=token, edit_guidance=args.edit_guidance)
             ssims.append(result.metrics["composition"]["ssim"])
             psnrs.append(result.metrics["composition"]["psnr"])
             for e in result.metrics["edits"]:
@@ -211,9 +219,9 @@ def main() -> None:
         rows.append(("latency: 4 features localised, 256 px, CUDA", "not measured: no CUDA device", "<= 2 s", None))
 
     print()
-    print(f"Diffusion model: {args.diffusion} ({meta.get('steps', '?')} steps, {meta.get('device', '?')}, "
+    print(f"{args.dataset}; diffusion model: {args.diffusion} ({meta.get('steps', '?')} steps, {meta.get('device', '?')}, "
           f"final loss {meta.get('final_loss', float('nan')):.4f}); SAE: {sae_source}; "
-          f"{len(chosen)} of {len(held)} held-out images; {args.steps} DDIM steps")
+          f"{len(chosen)} of {len(held)} held-out images; {args.steps} DDIM steps; edit guidance {args.edit_guidance}")
     print()
     print("| check | measured | target | result |")
     print("|---|---|---|---|")

@@ -70,3 +70,41 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def check_output_file(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Refuse, before any work, an output file that cannot or should not be written.
+
+    An existing path is refused unless ``overwrite`` (and even then only a regular file: a device,
+    fifo or folder is never replaced by a rename); the parent folder must exist, so a typo never
+    creates folders (at the filesystem root, say).
+    """
+    from saerad.errors import ConfigError
+
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if not path.is_file():
+            raise ConfigError(f"{path} exists and is not a regular file: choose another output path")
+        if not overwrite:
+            raise ConfigError(f"{path} exists: choose another output path or pass --overwrite")
+    if not path.parent.is_dir():
+        raise ConfigError(f"folder {path.parent} does not exist: create it first")
+    return path
+
+
+def check_output_dir(path: str | os.PathLike, names: list[str] | None = None, *, overwrite: bool = False) -> Path:
+    """Refuse an output folder that is not a folder, or whose files ``names`` exist (unless
+    ``overwrite``); its parent must exist (only the folder itself is created)."""
+    from saerad.errors import ConfigError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path} exists and is not a folder: choose another output folder")
+    if not path.exists() and not path.parent.is_dir():
+        raise ConfigError(f"folder {path.parent} does not exist: create it first")
+    if path.is_dir():
+        for name in names or []:
+            target = path / name
+            if (target.exists() or target.is_symlink()) and not (overwrite and target.is_file()):
+                raise ConfigError(f"{target} exists: choose another output folder or pass --overwrite")
+    return path

@@ -35,8 +35,8 @@ ComposerName = Literal["deterministic", "llm"]
 class Reporter:
     """A loaded bundle + encoder that turns X-rays into :class:`GroundedReport` objects.
 
-    ``device`` is where its models run, the diffusion model of ``localize=True`` included; built
-    from parts without one, it is the device of the bundle's SAE.
+    ``device`` is where its models run, the diffusion model of counterfactual localisation
+    included; built from parts without one, it is the device of the bundle's SAE.
     """
 
     def __init__(
@@ -82,15 +82,21 @@ class Reporter:
         *,
         top_k: int | None = None,
         threshold: float | None = None,
-        localize: bool = False,
+        localize: bool | str | None = None,
         usable_only: bool | None = None,
+        localize_steps: int | None = None,
     ) -> GroundedReport:
-        """Report one X-ray (path, file bytes or a decoded :class:`~saerad.imaging.XRay`)."""
-        if localize and self.bundle.diffusion_dir is None:
-            raise ConfigError(
-                f"bundle {self.bundle.manifest.name!r} has no diffusion model, so it cannot localise "
-                "sentences; report without --localize or use a bundle with a diffusion model"
-            )
+        """Report one X-ray (path, file bytes or a decoded :class:`~saerad.imaging.XRay`).
+
+        ``localize`` fills each sentence's boxes and heatmap: ``"attribution"`` (the encoder's own
+        sensitivity; ``True`` means this) or ``"counterfactual"`` (the bundle's diffusion model,
+        ``localize_steps`` DDIM steps). The class token computed here is reused, never encoded again.
+        """
+        method = _localization_method(localize)
+        if method is not None:
+            from saerad.localize.report import check_method
+
+            check_method(method, self.bundle)  # before any work: unknown method, no diffusion model
         timings: dict[str, float] = {}
         t_start = time.perf_counter()
         xray = self._decode(image)
@@ -106,11 +112,12 @@ class Reporter:
         report.image = ImageInfo(
             height=int(xray.original_size[0]), width=int(xray.original_size[1]), source_format=xray.source_format
         )
-        if localize:
-            from saerad.diffusion.localize import localize_report
+        if method is not None:
+            from saerad.localize.report import localize_report
 
             t = time.perf_counter()
-            report = localize_report(report, xray, bundle=self.bundle, encoder=self.encoder, device=self.device)
+            report = localize_report(report, xray, token[0], bundle=self.bundle, encoder=self.encoder,
+                                     method=method, steps=localize_steps, device=self.device)
             timings["localize"] = _ms(t)
         timings["total"] = _ms(t_start)
         report.timings_ms = {**report.timings_ms, **{k: round(v, 3) for k, v in timings.items()}}
@@ -189,6 +196,12 @@ class Reporter:
         from saerad.report.llm_composer import rephrase
 
         return rephrase(composition, settings=self.llm_settings, labeler=self.labeler)
+
+
+def _localization_method(localize: bool | str | None) -> str | None:
+    if localize is None or localize is False:
+        return None
+    return "attribution" if localize is True else str(localize)
 
 
 def _ms(t0: float) -> float:

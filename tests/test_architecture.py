@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("dictionary", ("saerad.features",)),
     ("bundle", ("saerad.bundle",)),
     ("report", ("saerad.report",)),
-    ("localisation", ("saerad.diffusion",)),
+    ("localisation", ("saerad.heatmaps", "saerad.diffusion", "saerad.localize")),
     ("evaluation", ("saerad.eval",)),
     ("pipeline", ("saerad.pipeline",)),
     ("applications", ("saerad.build", "saerad.stages", "saerad.eval.evaluate", "saerad.atlas", "saerad.pacs")),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -96,33 +95,41 @@ def test_report_tokens_matches_single_image(reporter, image):
     assert zero.findings == [] and zero.features == []
 
 
-def test_localize_needs_diffusion_model(reporter, image):
-    with pytest.raises(ConfigError, match="no diffusion model"):
-        reporter.report(image, localize=True)
+def test_counterfactual_localisation_needs_a_diffusion_model(reporter, image):
+    with pytest.raises(BundleError, match="no diffusion model"):
+        reporter.report(image, localize="counterfactual")
+    with pytest.raises(ConfigError, match="unknown localisation method"):
+        reporter.report(image, localize="gradcam")
 
 
-def test_localize_calls_diffusion_stage(bundle_dir, tmp_path, image, monkeypatch):
+@pytest.mark.parametrize(("asked", "method"), [(True, "attribution"), ("attribution", "attribution"),
+                                                ("counterfactual", "counterfactual")])
+def test_localize_reuses_the_token_and_the_reporters_device(bundle_dir, tmp_path, image, monkeypatch, asked, method):
+    import saerad.localize.report as stage
+
     diffusion = tmp_path / "unet"
     diffusion.mkdir()
     (diffusion / "config.json").write_text("{}")
     with_diffusion = build_tiny_bundle(tmp_path / "with-diffusion", encoder_dir=bundle_dir / "encoder",
                                        diffusion_dir=diffusion)
-
     calls = []
 
-    def fake_localize(report, xray, *, bundle, encoder, device):
-        calls.append((xray.original_size, bundle, encoder, device))
+    def fake_localize(report, xray, token, *, bundle, encoder, method, steps, device):
+        calls.append((xray.original_size, token, bundle, encoder, method, device))
         for sentence in report.findings:
             sentence.boxes = [Box(x_min=0.1, y_min=0.1, x_max=0.5, y_max=0.5)]
         return report
 
-    module = types.ModuleType("saerad.diffusion.localize")
-    module.localize_report = fake_localize
-    monkeypatch.setitem(sys.modules, "saerad.diffusion.localize", module)
-    reporter = Reporter.from_bundle(with_diffusion)
-    report = reporter.report(image, localize=True)
-    assert calls and calls[0][0] == (64, 48)
-    assert calls[0][1] is reporter.bundle and calls[0][2] is reporter.encoder and calls[0][3] == reporter.device
+    monkeypatch.setattr(stage, "localize_report", fake_localize)
+    reporter = Reporter.from_bundle(with_diffusion, device="cpu")
+    encoded = []
+    original = reporter.encoder.encode_images
+    monkeypatch.setattr(reporter.encoder, "encode_images", lambda images: encoded.append(1) or original(images))
+    report = reporter.report(image, localize=asked)
+    size, token, bundle, encoder, used, device = calls[0]
+    assert size == (64, 48) and token.shape == (reporter.encoder.dim,) and encoded == [1]  # encoded once
+    assert bundle is reporter.bundle and encoder is reporter.encoder and used == method
+    assert device == reporter.device == torch.device("cpu")
     assert "localize" in report.timings_ms
     assert all(s.boxes for s in report.findings)
 

@@ -55,7 +55,7 @@ def downscale_dataset(source: Path, dest: Path, *, side: int, limit: int | None)
 
     from saerad.datasets import load_dataset
     from saerad.diffusion.data import resize_image
-    from saerad.diffusion.maps import to_uint8
+    from saerad.heatmaps.pictures import to_uint8
     from saerad.imaging import load_xray
 
     load_dataset(layout.DATASET, source)  # validates the source before anything is written

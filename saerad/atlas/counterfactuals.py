@@ -79,7 +79,8 @@ class StripRenderer:
         if done.is_file() and (row := _row(site, json.loads(done.read_text(encoding="utf-8")))) is not None:
             return row
         from saerad.diffusion.intervene import Edit, intervene
-        from saerad.diffusion.maps import overlay, png_bytes
+        from saerad.diffusion.maps import display_scale
+        from saerad.heatmaps.pictures import overlay, png_bytes
         from saerad.imaging import load_xray
 
         try:
@@ -98,7 +99,8 @@ class StripRenderer:
             "reconstruction": result.reconstruction,
             "add": result.counterfactuals[0],
             "remove": result.counterfactuals[1],
-            "map": overlay(result.original, result.heatmaps[k], result.boxes[k], max_side=result.original.shape[0]),
+            "map": overlay(result.original, result.heatmaps[k], result.boxes[k], max_side=result.original.shape[0],
+                           scale=display_scale(result.heatmaps[k])),
         }
         folder.mkdir(parents=True, exist_ok=True)
         tiles = {}

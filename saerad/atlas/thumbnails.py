@@ -34,7 +34,7 @@ def thumbnail_name(image_id: str, path: str | os.PathLike, side: int = SIDE) -> 
 
 def to_thumbnail(image01: np.ndarray, side: int = SIDE) -> Image.Image:
     """A [0, 1] grayscale image -> an 8-bit image whose longer side is at most ``side``."""
-    from saerad.diffusion.maps import to_uint8
+    from saerad.heatmaps.pictures import to_uint8
 
     image = Image.fromarray(to_uint8(image01), mode="L")
     image.thumbnail((side, side), Image.Resampling.LANCZOS)

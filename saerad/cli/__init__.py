@@ -31,6 +31,9 @@ def _register() -> None:
 
 
 def main() -> None:
+    from saerad.cli.threads import prepare_openmp
+
+    prepare_openmp()  # before any command imports torch
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     _register()
     try:

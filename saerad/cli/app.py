@@ -6,6 +6,7 @@ imports them (see ``_register``).
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated
 
 import typer
@@ -22,3 +23,10 @@ app = typer.Typer(
 
 # Every command's --device: same values, same default, resolved by saerad.devices.resolve_device.
 DeviceOption = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
+
+
+class LocalizeChoice(str, Enum):
+    """``--localize``: how sentences get their boxes and heatmaps (saerad.localize)."""
+
+    attribution = "attribution"
+    counterfactual = "counterfactual"

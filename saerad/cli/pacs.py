@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from saerad.cli.app import DeviceOption, app
+from saerad.cli.app import DeviceOption, LocalizeChoice, app
 
 pacs_app = typer.Typer(name="pacs", help="Work with a PACS over DICOMweb (QIDO-RS, WADO-RS, STOW-RS).",
                        no_args_is_help=True)
@@ -36,7 +36,7 @@ def pacs_report(
     bundle: Path | None = typer.Option(None, "--bundle", "-b", help="Model bundle directory (default: the embedded one)."),
     fmt: StudyFormat = typer.Option(StudyFormat.text, "--format", "-f", help="What to print: text, json or fhir-bundle."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Also write the DICOM SR to this file."),
-    localize: bool = typer.Option(False, "--localize", help="Add boxes (SCOORD regions) with the diffusion model (slow on CPU)."),
+    localize: LocalizeChoice | None = typer.Option(None, "--localize", help="Add boxes (SCOORD regions): attribution (the encoder, about a second) or counterfactual (the diffusion model, slow on CPU)."),
     device: DeviceOption = "auto",
 ) -> None:
     """Pull a study's frontal chest radiograph, report it and (with --store) store the SR in the study.
@@ -69,7 +69,8 @@ def pacs_report(
     client = PacsClient(settings)
     check_uid(study)
     reporter = Reporter.from_bundle(bundle, device=device)
-    result = report_study(reporter, client, study, instance=instance, store=store, localize=localize)
+    result = report_study(reporter, client, study, instance=instance, store=store,
+                          localize=localize.value if localize is not None else None)
     if out is not None:
         from saerad.cli.report import output_path
         from saerad.fileio import atomic_path

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from saerad.cli.app import DeviceOption, app
+from saerad.cli.app import DeviceOption, LocalizeChoice, app
 from saerad.errors import ConfigError
 
 
@@ -40,7 +40,9 @@ def report_command(
     ),
     top_k: int | None = typer.Option(None, "--top-k", min=0, help="Write findings from at most N features."),
     threshold: float | None = typer.Option(None, "--threshold", help="Activation above which a feature is active."),
-    localize: bool = typer.Option(False, "--localize", help="Fill boxes/heatmaps with the diffusion model (slow on CPU)."),
+    localize: LocalizeChoice | None = typer.Option(None, "--localize", help="Boxes and a heatmap per sentence: attribution (the encoder's own sensitivity, about a second) or counterfactual (the bundle's diffusion model, slow on CPU)."),
+    localize_steps: int = typer.Option(50, "--localize-steps", min=1, max=1000, help="DDIM steps of counterfactual localisation."),
+    overlays: Path | None = typer.Option(None, "--overlays", file_okay=False, help="With --localize: also write each sentence's heatmap over the X-ray as PNGs into this folder (its parent must exist)."),
     composer: ComposerChoice = typer.Option(ComposerChoice.deterministic, "--composer", help="deterministic, or llm (SAERAD_LLM_* settings) to rephrase."),
     device: DeviceOption = "auto",
 ) -> None:
@@ -55,12 +57,23 @@ def report_command(
 
     if fmt is ReportFormat.dicom_sr and out is None:
         raise ConfigError("--format dicom-sr writes a binary DICOM file: give --out FILE.dcm (or a folder)")
+    if overlays is not None:
+        from saerad.fileio import check_output_dir
+
+        if localize is None:
+            raise ConfigError("--overlays draws the heatmaps of --localize: pass --localize attribution or counterfactual")
+        taken = [f.name for path in images for f in overlays.glob(f"{path.stem}-sentence*.png")] if overlays.is_dir() else []
+        check_output_dir(overlays, taken)  # a folder (or new, in an existing parent), never overwriting
+    method = localize.value if localize is not None else None
     reporter = Reporter.from_bundle(bundle, device=device, composer=composer.value)
     reports, sources = [], []
     for path in images:
         xray = load_xray(path)  # decoded here so the DICOM header is at hand for SR and FHIR references
-        reports.append(reporter.report(xray, top_k=top_k, threshold=threshold, localize=localize))
+        reports.append(reporter.report(xray, top_k=top_k, threshold=threshold, localize=method,
+                                       localize_steps=localize_steps))
         sources.append(xray.dicom)
+        if overlays is not None:
+            _write_overlays(overlays, path, xray.pixels, reports[-1])
     if fmt is ReportFormat.dicom_sr:
         _write_dicom_sr(images, reports, sources, out)
         return
@@ -116,6 +129,27 @@ def output_path(path: Path) -> Path:
     return path
 
 
+def _overlay_name(image: Path, sentence: int) -> str:
+    return f"{image.stem}-sentence{sentence}.png"
+
+
+def _write_overlays(folder: Path, image: Path, pixels, report) -> None:
+    """Each localised sentence's heatmap over its X-ray (RGB, boxes in green), one PNG per sentence."""
+    import base64
+
+    from saerad.fileio import atomic_path
+    from saerad.heatmaps.pictures import overlay, read_heatmap
+
+    folder.mkdir(exist_ok=True)
+    for k, sentence in enumerate(report.findings):
+        if not sentence.heatmap:
+            continue
+        heat = read_heatmap(base64.b64decode(sentence.heatmap.partition(",")[2]))
+        picture = overlay(pixels, heat, [b.model_dump() for b in sentence.boxes or []], scale=1.0)
+        with atomic_path(folder / _overlay_name(image, k)) as tmp:
+            picture.save(tmp, format="PNG")
+
+
 def format_text(report) -> str:
     """Findings, one sentence a line with the features behind it, then the provenance line."""
     lines = ["FINDINGS (research use only; not for clinical use)"]
@@ -125,10 +159,16 @@ def format_text(report) -> str:
         ids = ", ".join(f"#{f.id}" for f in sentence.features)
         why = f"; rule {sentence.rule.condition}: evidence {sentence.rule.evidence:.2f} >= {sentence.rule.threshold:.2f}" if sentence.rule else ""
         lines.append(f"  {sentence.text}  [{ids}{why}]")
+        if sentence.boxes is not None:
+            boxes = "; ".join(f"x {b.x_min:.2f}-{b.x_max:.2f}, y {b.y_min:.2f}-{b.y_max:.2f}" for b in sentence.boxes)
+            lines.append(f"    boxes: {boxes or 'none (the map shows nothing)'}")
     bundle = report.bundle
     lines.append(
         f"{len(report.features)} active features; bundle {bundle.get('name')} v{bundle.get('version')}; "
         f"composer {report.composer}; {report.timings_ms.get('total', 0.0):.0f} ms"
     )
+    if report.localization is not None:
+        lines.append(f"localised by {report.localization.method} ({report.localization.sentences} sentences; "
+                     "boxes as fractions of the image)")
     lines.extend(f"note: {n}" for n in report.notes)
     return "\n".join(lines)

@@ -9,10 +9,11 @@ Modules, in pipeline order (docs/method.md#counterfactual-diffusion):
 - :mod:`~saerad.diffusion.train`: the training loop (EMA, checkpoints with exact resume, samples);
 - :mod:`~saerad.diffusion.invert`: deterministic DDIM inversion and sampling;
 - :mod:`~saerad.diffusion.intervene`: SAE edits of the class token, rendered in one batch;
-- :mod:`~saerad.diffusion.maps`: difference maps, boxes and overlays;
+- :mod:`~saerad.diffusion.maps`: difference maps restricted to the body, their boxes;
 - :mod:`~saerad.diffusion.metrics`: composition, effectiveness, selectivity;
-- :mod:`~saerad.diffusion.figure`: the paper-style intervention figure;
-- :mod:`~saerad.diffusion.localize`: ``localize_report`` for ``Reporter.report(localize=True)``.
+- :mod:`~saerad.diffusion.figure`: the paper-style intervention figure.
+
+Report sentences get their counterfactual maps through :mod:`saerad.localize.counterfactual`.
 
 Nothing is imported here, so ``import saerad.diffusion`` stays cheap.
 """

@@ -26,23 +26,7 @@ import torch
 from saerad.datasets.ids import is_augmented
 from saerad.datasets.split import TEST, Role, partition
 from saerad.errors import ConfigError
-
-
-def resize_image(pixels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """Resize a float image (H, W) to ``size`` (an int = square, or (height, width)).
-
-    Area averaging when shrinking (no aliasing of fine lines), bilinear when enlarging.
-    """
-    from PIL import Image
-
-    height, width = (size, size) if isinstance(size, int) else size
-    src = np.asarray(pixels, dtype=np.float32)
-    if src.shape == (height, width):
-        return src.copy()
-    shrinking = height <= src.shape[0] and width <= src.shape[1]
-    method = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
-    out = Image.fromarray(src, mode="F").resize((width, height), method)
-    return np.array(out, dtype=np.float32)  # a writable copy
+from saerad.imaging import resize_image  # noqa: F401 - re-exported: model images are resized here
 
 
 def to_model(images01: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from saerad.diffusion.maps import to_uint8
+from saerad.heatmaps.pictures import to_uint8
 
 
 def image_grid(rows: Sequence[Sequence[np.ndarray]], *, pad: int = 2) -> Image.Image:
@@ -85,19 +85,22 @@ def compose_figure(rows: Sequence[FigureRow], *, tile: int = 192, pad: int = 6, 
 
 def intervention_figure(model, sae, encoder, image01: np.ndarray, features: Sequence[int], *,
                         descriptions: dict[int, str] | None = None, add_level=None, steps: int = 50,
-                        strength: float = 1.0) -> Image.Image:
+                        strength: float = 1.0, progress=None) -> Image.Image:
     """Render +feature / -feature for every feature (ONE inversion, ONE sampling batch) and compose.
 
     The map column shows where the feature lives: ``|x_-feature - x_rec|`` when the feature is active
     on the image, else ``|x_+feature - x_rec|`` (removing an absent feature changes nothing).
+    ``progress`` is called once per denoiser call (``2 * steps``).
     """
     from saerad.diffusion.intervene import Edit, intervene
-    from saerad.diffusion.maps import overlay
+    from saerad.diffusion.maps import display_scale
+    from saerad.heatmaps.pictures import overlay
 
     edits = []
     for i in features:
         edits += [Edit((int(i),), "add", strength), Edit((int(i),), "remove")]
-    result = intervene(model, sae, encoder, image01, edits, add_level=add_level, steps=steps, measure=False)
+    result = intervene(model, sae, encoder, image01, edits, add_level=add_level, steps=steps, measure=False,
+                       progress=progress)
     rows = []
     for k, i in enumerate(features):
         active = result.activations.get(int(i), 0.0) > 0
@@ -107,6 +110,7 @@ def intervention_figure(model, sae, encoder, image01: np.ndarray, features: Sequ
         rows.append(FigureRow(
             label=label, original=result.original, reconstruction=result.reconstruction,
             plus=result.counterfactuals[2 * k], minus=result.counterfactuals[2 * k + 1],
-            map_overlay=overlay(result.original, result.heatmaps[m], result.boxes[m], max_side=result.original.shape[0]),
+            map_overlay=overlay(result.original, result.heatmaps[m], result.boxes[m], max_side=result.original.shape[0],
+                                scale=display_scale(result.heatmaps[m])),
         ))
     return compose_figure(rows)

@@ -27,9 +27,10 @@ import torch
 from saerad.devices import AUTO, resolve_device
 from saerad.diffusion.data import from_model, resize_image, to_model
 from saerad.diffusion.invert import ddim_invert, ddim_sample
-from saerad.diffusion.maps import Localization, localize
+from saerad.diffusion.maps import localize
 from saerad.diffusion.metrics import composition, feature_effect
 from saerad.errors import BundleError, ConfigError
+from saerad.heatmaps.body import body_mask
 
 if TYPE_CHECKING:
     from saerad.bundle import Bundle
@@ -124,15 +125,25 @@ def render(
     edited: torch.Tensor,
     *,
     steps: int = DEFAULT_STEPS,
+    edit_guidance: float = 1.0,
+    progress: Callable[[], None] | None = None,
 ) -> Rendered:
-    """Invert ``image01`` under ``token``, then sample [token, *edited] from that x_T in one batch."""
+    """Invert ``image01`` under ``token``, then sample [token, *edited] from that x_T in one batch.
+
+    Edits that leave the token unchanged (removing an inactive feature, adding one already above the
+    add level) are not sampled again: their counterfactual IS the reconstruction. ``progress`` is
+    called once per denoiser call (``2 * steps`` in all).
+    """
     device = next(model.parameters()).device
     original = resize_image(image01, model.resolution)
     x0 = to_model(original).to(device)
     token = token.reshape(1, -1).float().to(device)
-    x_T = ddim_invert(model, x0, token, steps=steps)
+    x_T = ddim_invert(model, x0, token, steps=steps, progress=progress)
     tokens = torch.cat([token, edited.float().to(device)])
-    out = from_model(ddim_sample(model, x_T.expand(len(tokens), -1, -1, -1), tokens, steps=steps))
+    distinct, which = torch.unique(tokens, dim=0, return_inverse=True)
+    sampled = from_model(ddim_sample(model, x_T.expand(len(distinct), -1, -1, -1), distinct, steps=steps,
+                                     anchor=token, edit_guidance=edit_guidance, progress=progress))
+    out = sampled[which.cpu().numpy()]
     return Rendered(original=original, reconstruction=out[0], counterfactuals=list(out[1:]))
 
 
@@ -144,10 +155,11 @@ class InterventionResult:
     original: np.ndarray
     reconstruction: np.ndarray
     counterfactuals: list[np.ndarray]
-    heatmaps: list[np.ndarray]
+    heatmaps: list[np.ndarray]  # difference maps, zero outside ``body``
     boxes: list[list[dict[str, float]]]
     metrics: dict[str, Any]
     edits: list[Edit] = field(default_factory=list)
+    body: np.ndarray | None = None  # the body mask the maps were restricted to
     activations: dict[int, float] = field(default_factory=dict)  # SAE activation of each target on the input
 
 
@@ -162,8 +174,13 @@ def intervene(
     steps: int = DEFAULT_STEPS,
     measure: bool = True,
     token: torch.Tensor | None = None,
+    edit_guidance: float = 1.0,
+    progress: Callable[[], None] | None = None,
 ) -> InterventionResult:
-    """Render ``edits`` of one image and localise each; with ``measure``, re-encode to score them."""
+    """Render ``edits`` of one image and localise each; with ``measure``, re-encode to score them.
+
+    ``token`` is the image's class token when the caller has it (saves encoding the image again).
+    """
     if token is None:
         token = encoder.encode_images([image01])[0]
     token = token.float().cpu()
@@ -171,11 +188,13 @@ def intervene(
     with torch.no_grad():
         codes = sae.encode(token[None].to(sae_device))[0].float()
         edited = edited_tokens(token.to(sae_device), codes, sae, edits, add_level).float().cpu()
-    rendered = render(model, image01, token, edited, steps=steps)
-    maps: list[Localization] = [localize(rendered.reconstruction, cf) for cf in rendered.counterfactuals]
+    rendered = render(model, image01, token, edited, steps=steps, edit_guidance=edit_guidance, progress=progress)
+    body = body_mask(image01, rendered.original.shape)
+    maps = [localize(rendered.reconstruction, cf, body=body) for cf in rendered.counterfactuals]
     metrics: dict[str, Any] = {
         "composition": composition(rendered.original, rendered.reconstruction),
         "steps": steps,
+        "edit_guidance": edit_guidance,
         "resolution": model.resolution,
     }
     if measure and edits:
@@ -199,6 +218,7 @@ def intervene(
         boxes=[m.boxes for m in maps],
         metrics=metrics,
         edits=list(edits),
+        body=body,
         activations={i: float(codes[i]) for i in targets},
     )
 
@@ -242,6 +262,25 @@ def model_for(
     return model
 
 
+MAX_STEPS = 1000  # the DDIM grid cannot be finer than the training schedule's 1,000 timesteps
+
+
+def check_request(bundle: Bundle, features: Sequence[int], steps: int, strength: float = 1.0) -> None:
+    """Refuse, before any model runs, feature ids the bundle does not have, impossible step counts and
+    strengths."""
+    if not features:
+        raise ConfigError("name at least one feature (--feature ID)")
+    d_sae = int(bundle.sae.cfg.d_sae)
+    bad = sorted({int(i) for i in features if not 0 <= int(i) < d_sae})
+    if bad:
+        raise ConfigError(f"feature id{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))} not in this "
+                          f"bundle: its SAE has features 0..{d_sae - 1}")
+    if not 1 <= int(steps) <= MAX_STEPS:
+        raise ConfigError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+    if not (np.isfinite(strength) and strength >= 0):
+        raise ConfigError(f"strength must be a non-negative number, got {strength}")
+
+
 def run_intervention(
     xray: XRay,
     features: list[int],
@@ -255,15 +294,30 @@ def run_intervention(
     quantile: str = DEFAULT_QUANTILE,
     measure: bool = True,
     diffusion_dir: str | os.PathLike | None = None,
+    progress: Callable[[], None] | None = None,
 ) -> InterventionResult:
     """One counterfactual per feature (each edited alone), reconstruction and maps, in one batch.
 
-    ``diffusion_dir`` overrides the bundle's diffusion model (e.g. a freshly trained one).
+    ``diffusion_dir`` overrides the bundle's diffusion model (e.g. a freshly trained one). Bad
+    requests (unknown feature ids, step counts, removing a feature that is not active on the image)
+    are refused before the diffusion model runs.
     """
-    model = model_for(bundle, device, directory=diffusion_dir)
+    check_request(bundle, features, steps, strength)
     edits = [Edit((int(i),), mode, strength) for i in features]
     add_level = dictionary_quantiles(bundle.dictionary, quantile) if mode == "add" else None
+    model = model_for(bundle, device, directory=diffusion_dir)
+    token = encoder.encode_images([xray.pixels])[0]
+    if mode == "remove":
+        with torch.no_grad():
+            codes = bundle.sae.encode(token[None].to(bundle.sae.W_enc.device))[0]
+        inactive = [int(i) for i in features if not float(codes[int(i)]) > 0]
+        if inactive:
+            raise ConfigError(
+                f"feature{'s' if len(inactive) > 1 else ''} {', '.join(map(str, inactive))} "
+                f"{'are' if len(inactive) > 1 else 'is'} not active on this image: removing changes nothing "
+                "(add it instead, or pick an active feature)"
+            )
     result = intervene(model, bundle.sae, encoder, xray.pixels, edits, add_level=add_level, steps=steps,
-                       measure=measure)
+                       measure=measure, token=token, progress=progress)
     result.metrics["model"] = {"device": str(next(model.parameters()).device), "quantile": quantile}
     return result

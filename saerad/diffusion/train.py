@@ -74,6 +74,7 @@ class DiffusionTrainConfig:
     threads: int | None = None
     max_minutes: float | None = None
     cpu_bf16: bool = False  # bf16 autocast on CPU too (~1.6x faster on CPUs with AVX512-BF16)
+    init_from: str | None = None  # a saved diffusion model to start from (fine-tuning), not from random
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -217,6 +218,8 @@ def train_diffusion(
             cfg.architecture, token_dim=pairs.tokens.shape[1], resolution=cfg.resolution
         )
     model.set_token_statistics(pairs.tokens)
+    if cfg.init_from and not _checkpoints(out_dir):
+        _initialise_from(model, cfg.init_from)
     model.to(device).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -303,6 +306,21 @@ def train_diffusion(
     return meta
 
 
+def _initialise_from(model: TokenConditionedUNet, directory: str) -> None:
+    """Copy a saved model's weights AND token statistics into ``model`` (same architecture and token
+    width required). The statistics come along because the token projection was trained on tokens
+    standardised with them; the new data only moves the weights from there."""
+    from saerad.diffusion.model import load_diffusion
+
+    source = load_diffusion(directory)
+    mine, theirs = (json.loads(json.dumps(dict(m.config), default=list)) for m in (model, source))
+    differ = sorted(k for k in set(mine) | set(theirs) if not k.startswith("_") and mine.get(k) != theirs.get(k))
+    if differ:
+        raise ConfigError(f"cannot start from {directory}: its model differs in {', '.join(differ)}")
+    model.load_state_dict(source.state_dict())
+    log.info("initialised from %s", directory)
+
+
 @torch.no_grad()
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     for e, p in zip(ema.parameters(), model.parameters()):
@@ -317,7 +335,7 @@ def _config_json(cfg: DiffusionTrainConfig) -> dict[str, Any]:
 
 def _check_compatible(saved: dict[str, Any], cfg: DiffusionTrainConfig) -> None:
     """A resume must not silently change what the checkpoint was trained as."""
-    for key in ("resolution", "architecture", "batch_size", "seed", "cond_dropout", "lr", "warmup_steps"):
+    for key in ("resolution", "architecture", "batch_size", "seed", "cond_dropout", "lr", "warmup_steps", "init_from"):
         if saved.get(key) != getattr(cfg, key):
             raise ConfigError(
                 f"cannot resume: the checkpoint was trained with {key}={saved.get(key)!r}, "

@@ -10,9 +10,21 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+
+@dataclass
+class ViTForward:
+    """A differentiable forward pass: class tokens ``(B, dim)`` and, when asked, the tokens entering
+    and leaving every layer (``hidden_states[0]`` = embeddings, ``[-1]`` = the last layer's output);
+    the first ``prefix_tokens`` of each row are the class (and register) tokens, the rest patches."""
+
+    class_tokens: torch.Tensor
+    hidden_states: tuple[torch.Tensor, ...] = ()
+    prefix_tokens: int = 1
 
 
 class ClassTokenEncoder(ABC):
@@ -45,6 +57,18 @@ class ClassTokenEncoder(ABC):
             batch = torch.stack([self.preprocess(image) for image in images[start : start + batch_size]])
             chunks.append(self.encode(batch))
         return torch.cat(chunks)
+
+    def differentiable_forward(self, pixel_values: torch.Tensor, masked_patches: torch.Tensor | None = None,
+                               *, hidden_states: bool = False) -> ViTForward:
+        """The forward pass with autograd left on, for attribution maps (ViT encoders only).
+
+        ``masked_patches`` ``(B, n_patches)`` bool replaces those patch embeddings by the model's mask
+        token (occlusion); ``hidden_states`` also returns every layer's tokens. Encoders that cannot
+        do this refuse with a ConfigError.
+        """
+        from saerad.errors import ConfigError
+
+        raise ConfigError(f"encoder {self.spec!r} gives no gradients: attribution maps need a torch ViT encoder")
 
     @abstractmethod
     def describe(self) -> dict:

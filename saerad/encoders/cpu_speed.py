@@ -34,14 +34,20 @@ def onednn_linear_available() -> bool:
     return torch.allclose(out, torch.nn.functional.linear(x, w, b), atol=1e-5)
 
 
+def _plain(x: torch.Tensor) -> bool:
+    """The oneDNN ops have no autograd formula: anything but fp32 CPU inference takes the plain path."""
+    return (x.dtype != torch.float32 or x.device.type != "cpu" or torch.is_autocast_enabled("cpu")
+            or torch.is_grad_enabled())
+
+
 def _linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    if x.dtype != torch.float32 or x.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+    if _plain(x):
         return nn.functional.linear(x, self.weight, self.bias)
     return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
 
 
 def _mlp_forward(self, hidden: torch.Tensor) -> torch.Tensor:
-    if hidden.dtype != torch.float32 or hidden.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+    if _plain(hidden):
         return self.fc2(self.activation_fn(self.fc1(hidden)))
     hidden = torch.ops.mkldnn._linear_pointwise(hidden, self.fc1.weight, self.fc1.bias, "gelu", [], "none")
     return self.fc2(hidden)

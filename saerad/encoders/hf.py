@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from saerad.devices import resolve_device
-from saerad.encoders.base import ClassTokenEncoder
+from saerad.encoders.base import ClassTokenEncoder, ViTForward
 from saerad.encoders.preprocess import ImagePreprocessor, read_saerad_options
 from saerad.errors import ConfigError
 
@@ -119,6 +119,21 @@ class HFDinov2Encoder(ClassTokenEncoder):
             hidden = self.model(pixel_values=pixels).last_hidden_state
             tokens = hidden[:, 0]
         return tokens.float().cpu()
+
+    def differentiable_forward(self, pixel_values: torch.Tensor, masked_patches: torch.Tensor | None = None,
+                               *, hidden_states: bool = False) -> ViTForward:
+        pixels = pixel_values.to(self.device, dtype=torch.float32)
+        if masked_patches is not None:
+            masked_patches = masked_patches.to(self.device, dtype=torch.bool)
+        with self._autocast():
+            out = self.model(pixel_values=pixels, bool_masked_pos=masked_patches, output_hidden_states=hidden_states)
+        return ViTForward(class_tokens=out.last_hidden_state[:, 0].float(),
+                          hidden_states=tuple(out.hidden_states) if hidden_states else (),
+                          prefix_tokens=1 + int(getattr(self.model.config, "num_register_tokens", 0) or 0))
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.model.config.patch_size)
 
     def describe(self) -> dict:
         cfg = self.model.config

@@ -67,6 +67,39 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class InputGeometry:
+    """Where an image of ``original_shape`` lands in the model input, as one affine map per axis:
+    ``y_in = scale_y * y + offset_y`` in pixel-edge coordinates (so ``[0, H]`` maps onto the band the
+    image covers in the input; padding and cropping show up as offsets)."""
+
+    original_shape: tuple[int, int]
+    input_shape: tuple[int, int]
+    scale_y: float
+    offset_y: float
+    scale_x: float
+    offset_x: float
+
+    def to_original(self, input_map: np.ndarray, out_shape: tuple[int, int]) -> np.ndarray:
+        """A map over the model input -> the same map over the whole original image, sampled on an
+        ``out_shape`` grid (bilinear; parts of the image a centre crop cut away get 0)."""
+        from scipy.ndimage import map_coordinates
+
+        values = np.asarray(input_map, dtype=np.float32)
+        if values.shape != tuple(self.input_shape):
+            raise ValueError(f"map has shape {values.shape}, the model input is {self.input_shape}")
+        (h0, w0), (out_h, out_w) = self.original_shape, out_shape
+        rows = (np.arange(out_h) + 0.5) * (h0 / out_h) * self.scale_y + self.offset_y - 0.5
+        cols = (np.arange(out_w) + 0.5) * (w0 / out_w) * self.scale_x + self.offset_x - 0.5
+        inside_y = (rows >= -0.5) & (rows <= self.input_shape[0] - 0.5)
+        inside_x = (cols >= -0.5) & (cols <= self.input_shape[1] - 0.5)
+        grid = np.meshgrid(rows, cols, indexing="ij")
+        out = map_coordinates(values, grid, order=1, mode="nearest").astype(np.float32)
+        out[~inside_y, :] = 0.0
+        out[:, ~inside_x] = 0.0
+        return out
+
+
+@dataclass(frozen=True)
 class ImagePreprocessor:
     """resize -> centre crop -> rescale -> normalise, as the checkpoint's processor config says."""
 
@@ -178,6 +211,33 @@ class ImagePreprocessor:
         new_short, new_long = target, int(target * long / short)
         return (new_long, new_short) if width <= height else (new_short, new_long)
 
+    def input_geometry(self, original_shape: tuple[int, int]) -> InputGeometry:
+        """Where an (H, W) image lands in the model input: pad -> resize -> centre crop as one affine map."""
+        height, width = (int(v) for v in original_shape[:2])
+        top = left = 0.0
+        if self.pad_to_square:
+            side = max(height, width)
+            top, left = float((side - height) // 2), float((side - width) // 2)
+            height = width = side
+        scale_y = scale_x = 1.0
+        if self.size:
+            new_h, new_w = self._resize_to(height, width)
+            scale_y, scale_x = new_h / height, new_w / width
+            height, width = new_h, new_w
+        off_y, off_x = top * scale_y, left * scale_x
+        if self.crop is not None:
+            crop_h, crop_w = self.crop
+            if height < crop_h or width < crop_w:  # as _center_crop: pad first
+                pad_h, pad_w = -(-(max(crop_h, height) - height) // 2), -(-(max(crop_w, width) - width) // 2)
+                off_y, off_x = off_y + pad_h, off_x + pad_w
+                height, width = max(crop_h, height), max(crop_w, width)
+            off_y -= (height - crop_h) // 2
+            off_x -= (width - crop_w) // 2
+            height, width = crop_h, crop_w
+        return InputGeometry(original_shape=(int(original_shape[0]), int(original_shape[1])),
+                             input_shape=(height, width), scale_y=scale_y, offset_y=off_y, scale_x=scale_x,
+                             offset_x=off_x)
+
     def describe(self) -> dict:
         out = asdict(self)
         out["crop"] = list(self.crop) if self.crop else None
@@ -231,6 +291,12 @@ class HFProcessorFallback:
     def output_size(self) -> tuple[int, int]:
         probe = self(np.zeros((64, 48), dtype=np.float32))
         return (int(probe.shape[1]), int(probe.shape[2]))
+
+    def input_geometry(self, original_shape: tuple[int, int]) -> InputGeometry:
+        raise ConfigError(
+            f"the image processor of {self.directory} is one saerad does not reproduce, so it cannot map the "
+            "model input back onto the image (attribution maps need that); use counterfactual localisation"
+        )
 
     def describe(self) -> dict:
         return {"processor": type(self._get()).__name__, "config": self._get().to_dict(),

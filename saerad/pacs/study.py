@@ -75,13 +75,16 @@ def report_study(
     *,
     instance: str | None = None,
     store: bool = False,
-    localize: bool = False,
+    localize: bool | str | None = None,
     localize_steps: int | None = None,
     top_k: int | None = None,
     threshold: float | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> StudyReport:
-    """Search, pull, report and (with ``store``) store the SR; raises SaeradError subclasses only."""
+    """Search, pull, report and (with ``store``) store the SR; raises SaeradError subclasses only.
+
+    ``localize`` is :meth:`saerad.pipeline.Reporter.report`'s (``"attribution"``, ``"counterfactual"``).
+    """
     study_uid = check_uid(study_uid)
     if instance is not None:
         instance = check_uid(instance, "SOP Instance UID")
@@ -95,13 +98,7 @@ def report_study(
     chosen, xray = _pull_first_decodable(client, selection.candidates, skipped, max_pixels)
     timings["retrieve"] = _ms(t)
     t = time.perf_counter()
-    report = reporter.report(xray, top_k=top_k, threshold=threshold)
-    if localize:
-        from saerad.diffusion.localize import localize_report
-
-        steps = {} if localize_steps is None else {"steps": localize_steps}
-        report = localize_report(report, xray, bundle=reporter.bundle, encoder=reporter.encoder,
-                                 device=reporter.device, **steps)
+    report = reporter.report(xray, top_k=top_k, threshold=threshold, localize=localize, localize_steps=localize_steps)
     timings["report"] = _ms(t)
     t = time.perf_counter()
     sr = to_dicom_sr(report, xray.dicom, source_format=xray.source_format)

@@ -66,7 +66,9 @@ class Sentence(BaseModel):
     text: str
     boxes: list[Box] | None = None
     features: list[FeatureRef]
-    heatmap: str | None = None  # PNG path or data URI
+    # The sentence's map: a single-channel PNG over the whole image, brighter = stronger (a data URI,
+    # a path, or the service's link to it). Overlays on the X-ray are separate, optional pictures.
+    heatmap: str | None = None
     rule: RuleEvidence | None = None
 
 
@@ -83,6 +85,16 @@ class ImageInfo(BaseModel):
     height: int
     width: int
     source_format: str | None = None
+
+
+class Localization(BaseModel):
+    """How the sentences' ``boxes`` and ``heatmap`` were made: ``attribution`` (the encoder's own
+    sensitivity to each region) or ``counterfactual`` (what a diffusion model changes when the
+    sentence's features are removed), and the method's parameters."""
+
+    method: Literal["attribution", "counterfactual"]
+    sentences: int = Field(ge=0, description="sentences that got a map")
+    detail: dict[str, Any] = Field(default_factory=dict)
 
 
 class GroundedReport(BaseModel):
@@ -106,6 +118,7 @@ class GroundedReport(BaseModel):
     composer: str = "deterministic"
     notes: list[str] = Field(default_factory=list)
     image: ImageInfo | None = None
+    localization: Localization | None = None  # None: not localised (boxes and heatmaps stay null)
 
     def findings_text(self) -> str:
         """The findings section as written, one paragraph (empty when nothing was validated): what

@@ -20,6 +20,20 @@ class ReportFormat(str, Enum):
     dicom_sr = "dicom-sr"
 
 
+class LocalizeOption(str, Enum):
+    """``attribution`` (the encoder's own sensitivity, seconds) or ``counterfactual`` (the diffusion
+    model, slower); ``true`` = the service's default method (``SAERAD_LOCALIZE_METHOD``); ``false``: none."""
+
+    false = "false"
+    true = "true"
+    attribution = "attribution"
+    counterfactual = "counterfactual"
+
+    def method(self, default: str) -> str | None:
+        """The localisation method asked for (``default`` for ``true``), None for ``false``."""
+        return {"false": None, "true": default}.get(self.value, self.value)
+
+
 class InterventionMode(str, Enum):
     add = "add"
     remove = "remove"

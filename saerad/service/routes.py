@@ -27,6 +27,7 @@ from saerad.service.models import (
     JobAccepted,
     JobLinks,
     JobStatus,
+    LocalizeOption,
     Readiness,
     ReportFormat,
 )
@@ -116,7 +117,7 @@ def _format_report(report: GroundedReport, fmt: ReportFormat, request: Request, 
                 DICOM_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
             },
         },
-        202: {"model": JobAccepted, "description": "localize=true: a job was queued; poll its link."},
+        202: {"model": JobAccepted, "description": "localize: a job was queued; poll its link."},
         **error_responses(400, 401, 409, 413, 415, 422, 429),
     },
     response_class=Response,
@@ -125,23 +126,29 @@ async def create_report(
     request: Request,
     file: UploadField,
     format: Annotated[ReportFormat, Query(description="json | text | fhir | fhir-bundle | dicom-sr")] = ReportFormat.json,
-    localize: Annotated[bool, Query(description="Add boxes and heatmaps (slow: becomes a job, 202).")] = False,
+    localize: Annotated[LocalizeOption, Query(
+        description="Boxes and a heatmap per sentence, by attribution or counterfactual (true: the service's "
+                    "default method); becomes a job (202).")] = LocalizeOption.false,
+    overlays: Annotated[bool, Query(description="With localize: also store each heatmap over the X-ray.")] = False,
     top_k: Annotated[int | None, Query(ge=1, le=100_000, description="At most this many features.")] = None,
     threshold: Annotated[
         float | None, Query(ge=0.0, le=1e9, allow_inf_nan=False, description="Minimum feature activation.")
     ] = None,
 ) -> Response:
     state = _state(request)
-    if localize:
-        _require_diffusion(state, "localisation")
+    method = localize.method(state.settings.localize_method)
+    if method is not None:
+        if method == "counterfactual":
+            _require_diffusion(state, "counterfactual localisation")
         state.runner.check_capacity()  # 429 before spending time on the upload
     xray, decode_ms = await _decode(state, file)
-    if localize:
+    if method is not None:
         reporter, steps = state.reporter, state.settings.localize_steps
         job_id = state.runner.submit(
             "localized_report",
             lambda jid: tasks.localized_report(
-                jid, reporter, xray, top_k=top_k, threshold=threshold, steps=steps, fmt=format.value
+                jid, reporter, xray, top_k=top_k, threshold=threshold, method=method, steps=steps,
+                fmt=format.value, overlays=overlays,
             ),
         )
         return _accepted(job_id, "localized_report")
@@ -230,6 +237,12 @@ _PNG = {200: {"content": {"image/png": {}}, "description": "PNG image"}, **error
 @router.get("/v1/jobs/{job_id}/heatmaps/{n}.png", response_class=Response, responses=_PNG)
 async def get_heatmap(request: Request, job_id: _JOB_ID, n: Annotated[int, Path(ge=0, le=10_000)]) -> Response:
     return await _artifact(request, job_id, f"heatmaps/{n}")
+
+
+@router.get("/v1/jobs/{job_id}/overlays/{n}.png", response_class=Response, responses=_PNG)
+async def get_overlay(request: Request, job_id: _JOB_ID, n: Annotated[int, Path(ge=0, le=10_000)]) -> Response:
+    """Sentence ``n``'s heatmap drawn over the X-ray (a localised report asked with overlays=true)."""
+    return await _artifact(request, job_id, f"overlays/{n}")
 
 
 @router.get("/v1/jobs/{job_id}/images/{name}.png", response_class=Response, responses=_PNG)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -73,7 +73,9 @@ class ServiceSettings(BaseSettings):
         pattern=r"^[a-z0-9][a-z0-9-]{0,30}$",
         description="Names this replica: prefixes job ids (path-based routing of /v1/jobs) and tags its jobs.",
     )
-    localize_steps: int = Field(50, ge=1, le=1000, description="DDIM steps of report localisation jobs.")
+    localize_method: Literal["attribution", "counterfactual"] = Field(
+        "attribution", description="What localize=true means: encoder attribution or diffusion counterfactuals.")
+    localize_steps: int = Field(50, ge=1, le=1000, description="DDIM steps of counterfactual localisation jobs.")
     intervention_steps: int = Field(50, ge=1, le=1000, description="Default DDIM steps of interventions.")
     max_intervention_steps: int = Field(200, ge=1, le=1000, description="Upper bound a client may ask for.")
 

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from saerad.pacs.study import UID_PATTERN
 from saerad.service.errors import CapabilityError, NotFoundError, error_responses
 from saerad.service.jobs import JobOutput
-from saerad.service.models import JobAccepted, JobLinks
+from saerad.service.models import JobAccepted, JobLinks, LocalizeOption
 from saerad.service.tasks import sr_artifact, sr_link
 
 if TYPE_CHECKING:
@@ -47,7 +47,9 @@ async def report_study(
         Query(max_length=64, pattern=UID_PATTERN, description="Report this SOP Instance UID (no view check)."),
     ] = None,
     format: Annotated[Literal["json", "fhir-bundle"], Query(description="json, or also a FHIR transaction Bundle.")] = "json",
-    localize: Annotated[bool, Query(description="Add boxes (SCOORD regions) with the diffusion model.")] = False,
+    localize: Annotated[LocalizeOption, Query(
+        description="Boxes (SCOORD regions) by attribution or counterfactual (true: the service's default method)."
+    )] = LocalizeOption.false,
     top_k: Annotated[int | None, Query(ge=1, le=100_000)] = None,
     threshold: Annotated[float | None, Query(ge=0.0, le=1e9, allow_inf_nan=False)] = None,
 ) -> Response:
@@ -56,15 +58,17 @@ async def report_study(
     state = request.app.state.saerad
     if state.settings.pacs.url is None:
         raise CapabilityError("this service has no PACS configured (SAERAD_PACS_URL)", code="no_pacs_configured")
-    if localize and not state.has_diffusion:
-        raise CapabilityError("localisation needs a bundle with a diffusion model", code="no_diffusion_model")
+    method = localize.method(state.settings.localize_method)
+    if method == "counterfactual" and not state.has_diffusion:
+        raise CapabilityError("counterfactual localisation needs a bundle with a diffusion model",
+                              code="no_diffusion_model")
     state.runner.check_capacity()
     client = PacsClient(state.settings.pacs)
     reporter, settings = state.reporter, state.settings
     job_id = state.runner.submit(
         "study_report",
         lambda jid: study_job(jid, reporter, client, study_uid, instance=instance, store=store, fmt=format,
-                              localize=localize, localize_steps=settings.localize_steps, top_k=top_k,
+                              localize=method, localize_steps=settings.localize_steps, top_k=top_k,
                               threshold=threshold, max_pixels=settings.max_image_pixels),
     )
     link = f"/v1/jobs/{job_id}"
@@ -90,7 +94,7 @@ async def get_job_sr(
 
 
 def study_job(job_id: str, reporter: Reporter, client: PacsClient, study_uid: str, *, instance: str | None,
-              store: bool, fmt: str, localize: bool, localize_steps: int, top_k: int | None,
+              store: bool, fmt: str, localize: str | None, localize_steps: int, top_k: int | None,
               threshold: float | None, max_pixels: int | None) -> JobOutput:
     """The job: :func:`saerad.pacs.study.report_study`, with the SR kept as the job's artifact."""
     from saerad.pacs.study import report_study as run

@@ -34,7 +34,7 @@ def heatmap_bytes(ref: Any) -> bytes | None:
     """A heatmap (or any picture) as PNG bytes from a data URI, a file path, raw bytes, an array or a PIL image."""
     from PIL import Image
 
-    from saerad.diffusion.maps import png_bytes
+    from saerad.heatmaps.pictures import png_bytes
 
     if ref is None:
         return None
@@ -53,30 +53,32 @@ def heatmap_bytes(ref: Any) -> bytes | None:
 
 
 def localized_report(job_id: str, reporter: Reporter, xray: XRay, *, top_k: int | None, threshold: float | None,
-                     steps: int, fmt: str) -> JobOutput:
-    """Report + per-sentence localisation (``localize_report``) with heatmaps stored as artifacts."""
-    from saerad.diffusion.localize import localize_report
+                     method: str, steps: int, fmt: str, overlays: bool = False) -> JobOutput:
+    """Report with per-sentence boxes and heatmaps (``method``: attribution or counterfactual); the
+    heatmap PNGs (and, with ``overlays``, pictures of them over the X-ray) are stored as artifacts."""
+    from saerad.heatmaps.pictures import overlay, read_heatmap
 
     t0 = time.perf_counter()
-    report = reporter.report(xray, top_k=top_k, threshold=threshold)
-    report = localize_report(report, xray, bundle=reporter.bundle, encoder=reporter.encoder, device=reporter.device,
-                             steps=steps)
+    report = reporter.report(xray, top_k=top_k, threshold=threshold, localize=method, localize_steps=steps)
     artifacts: list[Artifact] = []
-    links: list[str | None] = []
-    for sentence in report.findings:
+    links: list[str] = []
+    overlay_links: list[str] = []
+    for k, sentence in enumerate(report.findings):
         data = heatmap_bytes(sentence.heatmap)
         if data is None:
-            links.append(None)
             continue
-        name = f"heatmaps/{len(artifacts)}"
-        artifacts.append(Artifact(name=name, data=data))
-        sentence.heatmap = job_link(job_id, name)
+        artifacts.append(Artifact(name=f"heatmaps/{k}", data=data))
+        sentence.heatmap = job_link(job_id, f"heatmaps/{k}")
         links.append(sentence.heatmap)
+        if overlays:
+            boxes = [b.model_dump() for b in sentence.boxes or []]
+            picture = overlay(xray.pixels, read_heatmap(data), boxes, max_side=512, scale=1.0)
+            artifacts.append(Artifact(name=f"overlays/{k}", data=heatmap_bytes(picture)))
+            overlay_links.append(job_link(job_id, f"overlays/{k}"))
     report.timings_ms["job_total"] = round((time.perf_counter() - t0) * 1000.0, 1)
-    result: dict[str, Any] = {
-        "report": report.model_dump(mode="json"),
-        "heatmaps": [link for link in links if link is not None],
-    }
+    result: dict[str, Any] = {"report": report.model_dump(mode="json"), "heatmaps": links}
+    if overlays:
+        result["overlays"] = overlay_links
     if fmt == "text":
         result["text"] = report.text()
     elif fmt == "fhir":
@@ -109,7 +111,8 @@ def intervention(job_id: str, reporter: Reporter, xray: XRay, *, features: list[
                  strength: float, steps: int) -> JobOutput:
     """Original, reconstruction, one counterfactual + map overlay + boxes per feature, and metrics."""
     from saerad.diffusion.intervene import run_intervention
-    from saerad.diffusion.maps import overlay
+    from saerad.diffusion.maps import display_scale
+    from saerad.heatmaps.pictures import overlay
 
     t0 = time.perf_counter()
     res = run_intervention(xray, features, mode=mode, strength=strength, bundle=reporter.bundle,
@@ -126,7 +129,7 @@ def intervention(job_id: str, reporter: Reporter, xray: XRay, *, features: list[
             description = reporter.bundle.dictionary.get(feature_id).description
         except (KeyError, SaeradError):
             description = None
-        picture = overlay(xray.pixels, res.heatmaps[k], res.boxes[k], max_side=512)
+        picture = overlay(xray.pixels, res.heatmaps[k], res.boxes[k], max_side=512, scale=display_scale(res.heatmaps[k]))
         edits.append({
             "feature": feature_id,
             "description": description,

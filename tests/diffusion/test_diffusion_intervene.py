@@ -69,3 +69,15 @@ def test_real_edit_changes_the_image_and_is_measured(trained_tiny, tiny_sae, pix
     edit = result.metrics["edits"][0]
     assert set(edit) >= {"before", "after", "moved", "share", "boxes", "map_peak"}
     assert np.abs(result.counterfactuals[0] - result.reconstruction).max() > 0
+
+
+def test_edit_guidance_scales_the_edit_and_leaves_the_reconstruction(trained_tiny, tiny_sae, pixel_encoder):
+    model, images, _ = trained_tiny
+    edits = [Edit((2,), "add", 50.0)]
+    runs = {g: intervene(model, tiny_sae, pixel_encoder, images[0], edits, add_level=lambda i: 1.0, steps=6,
+                         measure=False, edit_guidance=g) for g in (0.0, 1.0, 3.0)}
+    for g in (0.0, 3.0):
+        np.testing.assert_allclose(runs[g].reconstruction, runs[1.0].reconstruction, atol=1e-5)
+    np.testing.assert_allclose(runs[0.0].counterfactuals[0], runs[0.0].reconstruction, atol=1e-5)  # g = 0: no edit
+    plain = np.abs(runs[1.0].counterfactuals[0] - runs[1.0].reconstruction).mean()
+    assert np.abs(runs[3.0].counterfactuals[0] - runs[3.0].reconstruction).mean() > plain > 0

@@ -120,6 +120,15 @@ def build_tiny_bundle(out: Path, *, encoder_dir: Path | None = None, diffusion_d
     )
 
 
+def make_tiny_diffusion(directory: Path, *, seed: int = 0) -> Path:
+    """An untrained 16 px "tiny" diffusion model for D_IN-wide tokens, saved as a bundle ships it."""
+    from saerad.diffusion.model import TokenConditionedUNet, save_diffusion
+
+    torch.manual_seed(seed)
+    model = TokenConditionedUNet.from_architecture("tiny", token_dim=D_IN, resolution=16)
+    return save_diffusion(model, directory, fp16=True, metadata={"steps": 0, "note": "untrained test model"})
+
+
 def random_xray_png(path: Path, *, seed: int = 0, size: tuple[int, int] = (64, 48)) -> Path:
     """A small random 8-bit grayscale PNG standing in for an X-ray."""
     from PIL import Image

@@ -105,3 +105,26 @@ def test_dicom_sr_needs_out_and_refuses_special_files(setup):
         _run(images[0], "--bundle", bundle, "--format", "dicom-sr")
     with pytest.raises(ConfigError, match="not a regular file"):
         _run(images[0], "--bundle", bundle, "--format", "dicom-sr", "--out", "/dev/null")
+
+
+def test_localize_attribution_text_json_and_overlays(setup, tmp_path):
+    bundle, images = setup
+    result = _run(images[0], "--bundle", bundle, "--localize", "attribution", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "localised by attribution" in result.stdout and "boxes:" in result.stdout
+    one = json.loads(_run(images[0], "--bundle", bundle, "--format", "json", "--localize", "attribution",
+                          "--device", "cpu", "--overlays", tmp_path / "overlays").stdout)
+    assert one["localization"]["method"] == "attribution"
+    localized = [k for k, s in enumerate(one["findings"]) if s["heatmap"]]
+    assert localized and all(one["findings"][k]["boxes"] is not None for k in localized)
+    written = sorted(p.name for p in (tmp_path / "overlays").iterdir())
+    assert written == sorted(f"{images[0].stem}-sentence{k}.png" for k in localized)
+    again = CliRunner().invoke(app, ["report", str(images[0]), "--bundle", str(bundle), "--localize", "attribution",
+                                     "--overlays", str(tmp_path / "overlays")])
+    assert "exists" in str(again.exception)  # never overwrites earlier overlays
+
+
+def test_counterfactual_without_diffusion_is_refused(setup):
+    bundle, images = setup
+    with pytest.raises(BundleError, match="no diffusion model"):
+        _run(images[0], "--bundle", bundle, "--localize", "counterfactual")

@@ -139,8 +139,9 @@ def test_bundle_without_diffusion_refuses_localisation_and_interventions(start_s
     png = fixture_images(fixtures_dir)[0]
     with live.client() as c:
         assert c.get("/readyz").json()["diffusion"] is False
-        r = post_image(c, png, localize="true")
+        r = post_image(c, png, localize="counterfactual")
         assert r.status_code == 409 and r.json()["error"]["code"] == "no_diffusion_model"
+        assert post_image(c, png, localize="attribution").status_code == 202  # the encoder suffices
         r = c.post("/v1/interventions", params={"feature": 0}, files={"file": (png.name, png.read_bytes())})
         assert r.status_code == 409 and r.json()["error"]["code"] == "no_diffusion_model"
         assert post_image(c, png).status_code == 200  # plain reports still work

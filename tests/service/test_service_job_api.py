@@ -3,6 +3,7 @@ survive a restart, and 429 + Retry-After when the queue is full."""
 
 from __future__ import annotations
 
+import io
 import threading
 
 import pytest
@@ -44,6 +45,23 @@ def test_localized_report_job_survives_a_restart(start_server, fixtures_dir, tmp
         png = c.get(links[0])
         assert png.status_code == 200 and png.headers["content-type"] == "image/png"
         assert png.content.startswith(PNG_MAGIC)
+
+
+@pytest.mark.parametrize("method", ["attribution", "counterfactual"])
+def test_localisation_method_and_overlays(client, fixtures_dir, wait_job, method):
+    r = client.post("/v1/reports", params={"localize": method, "overlays": "true"}, files=_png(fixtures_dir))
+    assert r.status_code == 202, r.text
+    done = wait_job(client, r.json()["job_id"])
+    assert done["state"] == "done", done
+    report = GroundedReport.model_validate(done["result"]["report"])
+    assert report.localization.method == method
+    heatmaps, overlays = done["result"]["heatmaps"], done["result"]["overlays"]
+    assert heatmaps and len(overlays) == len(heatmaps)
+    from PIL import Image
+
+    with Image.open(io.BytesIO(client.get(heatmaps[0]).content)) as heat, \
+            Image.open(io.BytesIO(client.get(overlays[0]).content)) as picture:
+        assert heat.mode == "L" and picture.mode == "RGB"
 
 
 def test_intervention_job(client, fixtures_dir, wait_job):
