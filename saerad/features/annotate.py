@@ -2,7 +2,8 @@
 
 Stages: streaming activation statistics over the training set; top images and their reports (one
 per patient as evidence); descriptions; the labels the top reports share; held-out AUROC of each
-description. Nothing here holds the dense ``(N, d_sae)`` activation matrix of the training set.
+description; finding rules fitted and cross-validated on every labelled image
+(:mod:`saerad.features.rules`). Only the rules hold activations of all images at once, and sparse.
 """
 
 from __future__ import annotations
@@ -200,8 +201,8 @@ def build_dictionary(
                                     "train_odds_ratio": round(m.odds_ratio, 3), "train_pvalue": float(f"{m.pvalue:.3g}")}
                          for fid, m in sorted(matches.items())},
         "mean_l0": float(stats.count.sum() / max(stats.n, 1)),
+        "n_rules_usable": sum(r.usable for r in rules),
     }
-    meta["n_rules_usable"] = sum(r.usable for r in rules)
     log.info(
         "dictionary: %d features, %d dead, %d described, %d usable; %d of %d finding rules usable",
         d_sae, meta["n_dead"], meta["n_described"], meta["n_usable"], meta["n_rules_usable"], len(rules),
