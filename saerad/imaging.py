@@ -6,8 +6,9 @@ the CLI, the embedding job, the service and the datasets must turn a file into p
 Rules (DICOM PS3.3; docs/method.md#image-decoding):
 
 - The format is sniffed from the bytes (magic numbers), never from the file name.
-- The pixel limit is checked from the header *before* any pixel is decoded (PNG/JPEG: the size PIL
-  reads from the header; DICOM: Rows x Columns), so a decompression bomb costs nothing.
+- The pixel limit (and :data:`MAX_SIDE`) is checked from the header *before* any pixel is decoded
+  (PNG/JPEG: the size PIL reads from the header; DICOM: Rows x Columns), so a decompression bomb
+  costs nothing.
   ``PIL.Image.MAX_IMAGE_PIXELS`` is set to :data:`DEFAULT_MAX_PIXELS` on import, so PIL's own
   guard protects any other PIL call in the process with the same limit (it refuses above twice that).
 - PNG/JPEG: 8-bit images are divided by 255 (kept as the file shows them); 16-bit and 32-bit
@@ -19,6 +20,9 @@ Rules (DICOM PS3.3; docs/method.md#image-decoding):
   inverted (pydicom does not) -> [0, 1]. Multi-frame files: the first frame only. Compressed transfer
   syntaxes decode through pydicom's plugins (Pillow, pylibjpeg + openjpeg; note pylibjpeg-libjpeg,
   needed for JPEG-LS/lossless, is GPLv3); a syntax without an installed decoder is refused clearly.
+- Memory is bounded by the pixel limit, not by the file: pixels are converted to float32 in row
+  chunks (never a float64 or second float copy of the whole image), so decoding one image of
+  ``max_pixels`` costs about its float32 result plus its 8- or 16-bit decoded form.
 - Every bad input raises :class:`~saerad.errors.ImageDecodeError` (or its subclass
   :class:`~saerad.errors.ImageTooLargeError`) with a message for the user. Messages and logs never
   contain DICOM tag values (patient data).
@@ -45,6 +49,10 @@ if TYPE_CHECKING:
 #: Default pixel limit (width x height of one frame): 64 Mpx, above the largest chest radiographs
 #: (~4,300 x 3,500 = 15 Mpx) and below what a decompression bomb needs to exhaust memory.
 DEFAULT_MAX_PIXELS: int = 64 * 1024 * 1024
+#: Longest side accepted, whatever the pixel count: 8x the longest radiograph. Beyond it, memory
+#: grows with the side rather than the pixels (PIL keeps a pointer per row: 480 MB for a
+#: 1 x 60,000,000 strip before a pixel is decoded).
+MAX_SIDE: int = 32768
 
 # PIL's own guard, set consistently: it warns above this and refuses above twice this.
 Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
@@ -152,6 +160,11 @@ def _check_pixels(height: int, width: int, name: str, max_pixels: int) -> None:
     """Refuse one frame over the limit from its declared size, before any decoding."""
     if height <= 0 or width <= 0:
         raise ImageDecodeError(f"{name} declares an empty image ({width} x {height} pixels)")
+    if max(height, width) > MAX_SIDE:
+        raise ImageTooLargeError(
+            f"{name} is {width} x {height} pixels; sides longer than {MAX_SIDE:,} pixels are refused "
+            "(no radiograph is that long): downscale or crop it first"
+        )
     if height * width > max_pixels:
         raise ImageTooLargeError(
             f"{name} is {width} x {height} = {height * width:,} pixels, over the limit of "
@@ -178,23 +191,25 @@ def _decode_pil(data: bytes, kind: str, name: str, max_pixels: int) -> np.ndarra
     try:
         image.load()
         if kind == "jpeg":
-            image = ImageOps.exif_transpose(image)
+            ImageOps.exif_transpose(image, in_place=True)
     except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as exc:
         raise ImageDecodeError(f"{name} is a truncated or corrupt {label} file") from exc
-    return _pil_to_gray(image)
+    if image.mode in _HIGH_DEPTH_MODES:
+        return _stretch(image)
+    image = _pil_luma(image)  # the only reference to a colour image goes here, before the float copy
+    return _rowwise(image, lambda rows: rows.astype(np.float32) / np.float32(255.0))
 
 
-def _pil_to_gray(image: Image.Image) -> np.ndarray:
-    mode = image.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        return _stretch(np.asarray(image).astype(np.float64))
-    if mode == "L":
-        return np.asarray(image, dtype=np.float32) / np.float32(255.0)
-    # "1", "P", "PA", "LA", "La", "RGB", "RGBA", "CMYK", "YCbCr", ...: PIL's ITU-R 601 luma
-    if mode in ("P", "PA"):
+_HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def _pil_luma(image: Image.Image) -> Image.Image:
+    """An 8-bit image as "L": "1", "P", "LA", "RGB", "RGBA", "CMYK", ... through PIL's ITU-R 601 luma."""
+    if image.mode == "L":
+        return image
+    if image.mode in ("P", "PA"):
         image = image.convert("RGBA")
-    gray = image.convert("L")
-    return np.asarray(gray, dtype=np.float32) / np.float32(255.0)
+    return image.convert("L")
 
 
 # ------------------------------------------------------------------------------------------ DICOM
@@ -240,15 +255,15 @@ def _decode_dicom(data: bytes, name: str, max_pixels: int, *, force: bool) -> tu
         raise ImageDecodeError(f"{name}: the DICOM pixel data is truncated or corrupt") from exc
 
     if samples > 1 or arr.ndim == 3:
-        arr = _dicom_color_to_gray(arr, ds)
+        gray = _dicom_color_to_gray(arr, ds)
     else:
-        arr = _dicom_grayscale(arr, ds)
+        gray = _dicom_grayscale(arr, ds)
         if photometric == "MONOCHROME1":
-            arr = 1.0 - arr
+            np.subtract(np.float32(1.0), gray, out=gray)
     for keyword in _PIXEL_KEYWORDS:
         if keyword in ds:
             del ds[keyword]
-    return arr, ds
+    return gray, ds
 
 
 def _require_decoder(ds, name: str) -> None:
@@ -274,21 +289,25 @@ def _require_decoder(ds, name: str) -> None:
 
 
 def _dicom_grayscale(arr: np.ndarray, ds) -> np.ndarray:
+    """Stored values -> float32 [0, 1], a block of rows at a time (the LUTs are elementwise)."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    values = apply_modality_lut(arr, ds).astype(np.float64, copy=False)
+    def modality(rows: np.ndarray) -> np.ndarray:
+        return np.asarray(apply_modality_lut(rows, ds), dtype=np.float64)
+
     if "VOILUTSequence" in ds and len(ds.VOILUTSequence) > 0:
         try:
-            out = apply_voi_lut(values, ds, index=0, prefer_lut=True).astype(np.float64)
-            return _stretch(out)
+            return _stretch(arr, lambda rows: np.asarray(
+                apply_voi_lut(modality(rows), ds, index=0, prefer_lut=True), dtype=np.float64))
         except Exception:  # noqa: BLE001 - a broken LUT: fall back to the window or min..max
             pass
     center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
     if center is not None and width is not None:
-        windowed = _window(values, _first(center), _first(width), str(ds.get("VOILUTFunction", "LINEAR")))
-        if windowed is not None:
-            return windowed
-    return _stretch(values)
+        center, width = _first(center), _first(width)
+        function = str(ds.get("VOILUTFunction", "LINEAR"))
+        if _window(np.zeros(1), center, width, function) is not None:
+            return _rowwise(arr, lambda rows: _window(modality(rows), center, width, function))
+    return _stretch(arr, modality)
 
 
 def _first(value) -> float:
@@ -321,41 +340,92 @@ def _window(x: np.ndarray, center: float, width: float, function: str) -> np.nda
 def _dicom_color_to_gray(arr: np.ndarray, ds) -> np.ndarray:
     # pydicom converts YBR to RGB by default; palette colour is rare for radiographs
     if arr.ndim == 2:
-        return _stretch(arr.astype(np.float64))
-    rgb = arr[..., :3].astype(np.float64)
-    gray = rgb @ np.array([0.299, 0.587, 0.114])
-    bits = int(ds.get("BitsStored", 8) or 8)
-    return gray / float(2**bits - 1)
+        return _stretch(arr)
+    scale = float(2 ** int(ds.get("BitsStored", 8) or 8) - 1)
+    luma = np.array([0.299, 0.587, 0.114])
+    return _rowwise(arr, lambda rows: (rows[..., :3].astype(np.float64) @ luma) / scale)
 
 
 # --------------------------------------------------------------------------------------- common
 
+#: Pixels converted at a time: the float64 scratch of one block stays at ~8 MB whatever the image.
+_CHUNK_PIXELS = 1 << 20
 
-def _stretch(values: np.ndarray) -> np.ndarray:
-    """Min..max to [0, 1]; a constant image becomes all zeros."""
-    values = np.asarray(values, dtype=np.float64)
-    finite = np.isfinite(values)
-    if not finite.all():
-        values = np.where(finite, values, np.nan)
-    lo, hi = np.nanmin(values) if finite.any() else 0.0, np.nanmax(values) if finite.any() else 0.0
+
+def _blocks(height: int, width: int):
+    """(rows, columns) slices tiling an image in blocks of at most ``_CHUNK_PIXELS`` pixels: whole
+    rows at a time, or pieces of one row when a single row is longer than that."""
+    if width <= _CHUNK_PIXELS:
+        step = _CHUNK_PIXELS // max(1, width)
+        for start in range(0, height, step):
+            yield slice(start, min(height, start + step)), slice(0, width)
+        return
+    for row in range(height):
+        for start in range(0, width, _CHUNK_PIXELS):
+            yield slice(row, row + 1), slice(start, min(width, start + _CHUNK_PIXELS))
+
+
+def _size(source: np.ndarray | Image.Image) -> tuple[int, int]:
+    return (source.height, source.width) if isinstance(source, Image.Image) else source.shape[:2]
+
+
+def _block(source: np.ndarray | Image.Image, rows: slice, cols: slice) -> np.ndarray:
+    """One block of an array, or of a PIL image without an array copy of the whole image."""
+    if isinstance(source, Image.Image):
+        return np.asarray(source.crop((cols.start, rows.start, cols.stop, rows.stop)))
+    return source[rows, cols]
+
+
+def _rowwise(source: np.ndarray | Image.Image, fn) -> np.ndarray:
+    """``fn`` (elementwise, on one block) applied to ``source`` into one float32 (H, W) array."""
+    height, width = _size(source)
+    out = np.empty((height, width), dtype=np.float32)
+    for rows, cols in _blocks(height, width):
+        out[rows, cols] = fn(_block(source, rows, cols))
+    return out
+
+
+def _stretch(values: np.ndarray | Image.Image, fn=None) -> np.ndarray:
+    """``fn(values)`` (default: the values) min..max to float32 [0, 1]; non-finite values become NaN
+    (zero after :func:`_finish`); a constant image becomes all zeros."""
+    fn = fn or (lambda block: np.asarray(block, dtype=np.float64))
+    height, width = _size(values)
+    lo, hi = np.inf, -np.inf
+    for rows, cols in _blocks(height, width):
+        block = fn(_block(values, rows, cols))
+        finite = block[np.isfinite(block)]
+        if finite.size:
+            lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
     if not hi > lo:
-        return np.zeros(values.shape, dtype=np.float32)
-    return ((values - lo) / (hi - lo)).astype(np.float32)
+        return np.zeros((height, width), dtype=np.float32)
+
+    def scaled(block: np.ndarray) -> np.ndarray:
+        block = fn(block)
+        return (np.where(np.isfinite(block), block, np.nan) - lo) / (hi - lo)
+
+    return _rowwise(values, scaled)
 
 
 def _finish(pixels: np.ndarray) -> np.ndarray:
-    pixels = np.nan_to_num(np.asarray(pixels, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
-    np.clip(pixels, 0.0, 1.0, out=pixels)
+    """NaN -> 0, clip to [0, 1], in place, a block of rows at a time (the decoders hand over a
+    float32 array of their own)."""
+    pixels = np.ascontiguousarray(pixels, dtype=np.float32)
     if pixels.ndim != 2:
         raise ImageDecodeError(f"decoded image has unexpected shape {pixels.shape}")
-    return np.ascontiguousarray(pixels)
+    for rows, cols in _blocks(*pixels.shape):
+        block = pixels[rows, cols]
+        np.nan_to_num(block, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+        np.clip(block, 0.0, 1.0, out=block)
+    return pixels
 
 
 def resize_image(pixels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     """Resize a float image (H, W) to ``size`` (an int = square, or (height, width)).
 
     Area averaging when shrinking (no aliasing of fine lines), bilinear when enlarging. Used for
-    decoded images and for maps over them alike.
+    decoded images and for maps over them alike. A large image is resampled across in blocks of
+    rows, then down, so memory stays bounded by the output (a PIL float image would otherwise copy
+    the whole input first).
     """
     height, width = (size, size) if isinstance(size, int) else size
     src = np.asarray(pixels, dtype=np.float32)
@@ -363,8 +433,21 @@ def resize_image(pixels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
         return src.copy()
     shrinking = height <= src.shape[0] and width <= src.shape[1]
     method = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
-    out = Image.fromarray(src, mode="F").resize((width, height), method)
-    return np.array(out, dtype=np.float32)  # a writable copy
+    if src.size <= _WHOLE_IMAGE_PIXELS:
+        out = Image.fromarray(src, mode="F").resize((width, height), method)
+        return np.array(out, dtype=np.float32)  # a writable copy
+    step = max(1, _WHOLE_IMAGE_PIXELS // max(1, src.shape[1]))
+    across = np.concatenate([
+        np.asarray(Image.fromarray(np.ascontiguousarray(src[top : top + step]), mode="F").resize(
+            (width, min(step, src.shape[0] - top)), method))
+        for top in range(0, src.shape[0], step)
+    ])
+    out = Image.fromarray(across, mode="F").resize((width, height), method)
+    return np.array(out, dtype=np.float32)
 
 
-__all__ = ["DEFAULT_MAX_PIXELS", "XRay", "load_xray", "resize_image"]
+#: Above this many pixels, :func:`resize_image` works in blocks of rows.
+_WHOLE_IMAGE_PIXELS = 4 * 1024 * 1024
+
+
+__all__ = ["DEFAULT_MAX_PIXELS", "MAX_SIDE", "XRay", "load_xray", "resize_image"]

@@ -46,3 +46,41 @@ def fixtures_dir(shared_data: Path) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} absent")
     return path
+
+
+class PeakMemory:
+    """Peak resident memory of this process during a ``with`` block, above what it held before.
+
+    Linux only: writing 5 to ``/proc/self/clear_refs`` resets the high-water mark (VmHWM).
+    """
+
+    def __init__(self) -> None:
+        self.added_mb = 0.0
+
+    @staticmethod
+    def _kib(field: str) -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1])
+        raise RuntimeError(f"{field} not in /proc/self/status")
+
+    def __enter__(self) -> PeakMemory:
+        import gc
+
+        gc.collect()
+        Path("/proc/self/clear_refs").write_text("5")
+        self._base = self._kib("VmRSS")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.added_mb = (self._kib("VmHWM") - self._base) / 1024
+
+
+@pytest.fixture
+def peak_memory():
+    """``with peak_memory() as peak: ...`` then ``peak.added_mb``; skips where Linux's counters are absent."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pytest.skip("needs Linux's /proc/self/clear_refs to measure peak memory")
+    return PeakMemory

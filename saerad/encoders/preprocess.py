@@ -15,6 +15,15 @@ because these checkpoints were trained on 8-bit PNG/JPEG files (MIMIC-CXR-JPG fo
 saerad's own extension, read from an optional ``saerad_encoder.json`` next to the checkpoint:
 ``"pad_to_square": true`` pads the image with black, centred, to a square before the processor runs
 (the default encoder's letterbox, see :mod:`saerad.encoders.default`).
+
+Memory is bounded by the output, not by the input's shape: everything runs in 8 bits; the letterbox
+pads to a square only up to :data:`MAX_SQUARE_SIDE` (a longer image is first reduced with the same
+filter, so a 100 x 24,000 strip never becomes a 24,000-pixel square of floats); a shortest-edge
+resize followed by a centre crop whose full result would exceed :data:`MAX_PASS_PIXELS` resamples
+only the cropped window (PIL's ``box``: the same filter and scale); and a resize whose horizontal
+pass would hold more than :data:`MAX_PASS_PIXELS` runs its vertical pass first (Pillow 13 does so
+by itself for the usual case, a tall image reduced in height; older Pillow would not). Images of
+chest-X-ray shape and size take exactly the path they always took.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from saerad.errors import ConfigError
+from saerad.errors import ConfigError, ImageDecodeError
 
 PROCESSOR_FILE = "preprocessor_config.json"
 SAERAD_FILE = "saerad_encoder.json"
@@ -48,22 +57,58 @@ _DEFAULTS = {
 }
 
 
-def _pad_to_square(image: np.ndarray) -> np.ndarray:
-    height, width = image.shape
-    side = max(height, width)
-    if height == width:
-        return image
-    out = np.zeros((side, side), dtype=image.dtype)
-    top, left = (side - height) // 2, (side - width) // 2
-    out[top : top + height, left : left + width] = image
-    return out
+#: Longest side the letterbox pads at full resolution (8192^2 8-bit pixels = 64 MiB, above any
+#: radiograph); a longer image is reduced to it first.
+MAX_SQUARE_SIDE = 8192
+#: Pixels a resize may hold between its two passes; above it the shorter pass runs first.
+MAX_PASS_PIXELS = 64 * 1024 * 1024
+_CHUNK_PIXELS = 1 << 20
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image, dtype=np.float32)
+    """[0, 1] floats -> uint8 levels (round half to even), a block of rows at a time."""
+    image = np.asarray(image)
     if image.ndim != 2:
         raise ValueError(f"expected a (H, W) gray image, got shape {image.shape}")
-    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+    out = np.empty(image.shape, dtype=np.uint8)
+    flat_in, flat_out = image.reshape(-1), out.reshape(-1)  # a view for the C-contiguous images of load_xray
+    for start in range(0, flat_in.size, _CHUNK_PIXELS):
+        block = flat_in[start : start + _CHUNK_PIXELS].astype(np.float32) * np.float32(255.0)
+        flat_out[start : start + _CHUNK_PIXELS] = np.clip(np.rint(block), 0, 255)
+    return out
+
+
+def _resize(image: Image.Image, size: tuple[int, int], resample: int,
+            box: tuple[float, float, float, float] | None = None) -> Image.Image:
+    """``image.resize(size, resample, box)`` whose intermediate image stays under MAX_PASS_PIXELS.
+
+    A horizontal-first resize holds (rows the vertical pass needs) x (output width): for a tall,
+    narrow image, its whole height times the output width. Then the vertical pass runs first, as
+    its own call (what Pillow 13 chooses by itself there; the two calls give its result exactly).
+    """
+    box = box or (0.0, 0.0, float(image.width), float(image.height))
+    width, height = size
+    if (box[3] - box[1] + 2) * width <= MAX_PASS_PIXELS or height >= box[3] - box[1]:
+        return image.resize(size, resample=resample, box=box)
+    column = image.resize((image.width, height), resample=resample, box=(0.0, box[1], float(image.width), box[3]))
+    return column.resize(size, resample=resample, box=(box[0], 0.0, box[2], float(height)))
+
+
+def _letterbox(gray: np.ndarray, resample: int) -> Image.Image:
+    """Pad an 8-bit image with black, centred, to a square (reduced first above MAX_SQUARE_SIDE)."""
+    image = Image.fromarray(gray)
+    height, width = gray.shape
+    side = max(height, width)
+    if side > MAX_SQUARE_SIDE:
+        factor = MAX_SQUARE_SIDE / side
+        image = _resize(image, (max(1, round(width * factor)), max(1, round(height * factor))), resample)
+        width, height = image.size
+        side = max(height, width)
+    if height == width:
+        return image
+    square = Image.new("L", (side, side), 0)
+    square.paste(image, ((side - width) // 2, (side - height) // 2))
+    return square
 
 
 @dataclass(frozen=True)
@@ -181,15 +226,33 @@ class ImagePreprocessor:
         The embedding job runs this half in DataLoader workers and ships 1 byte per pixel instead of
         12 (3 float channels), then calls :meth:`normalize_batch` on the device.
         """
-        if self.pad_to_square:
-            image = _pad_to_square(np.asarray(image, dtype=np.float32))
-        gray = Image.fromarray(_to_uint8(image))
+        gray8 = _to_uint8(image)
+        gray = _letterbox(gray8, self.resample) if self.pad_to_square else Image.fromarray(gray8)
+        del gray8
         if self.size:
-            gray = gray.resize(self._resize_to(gray.height, gray.width)[::-1], resample=self.resample)
+            gray = self._resized(gray)
         arr = np.asarray(gray)
         if self.crop is not None:
             arr = _center_crop(arr, self.crop)
         return np.array(arr, dtype=np.uint8, copy=True)  # writable and contiguous, for torch
+
+    def _resized(self, gray: Image.Image) -> Image.Image:
+        """The resize; above MAX_PASS_PIXELS only the centre-crop window that follows it."""
+        new_h, new_w = self._resize_to(gray.height, gray.width)
+        if new_h * new_w <= MAX_PASS_PIXELS:
+            return _resize(gray, (new_w, new_h), self.resample)
+        if self.crop is not None and new_h >= self.crop[0] and new_w >= self.crop[1]:
+            # Only the centre-crop window of the resized image is kept: resample just that window
+            # (the caller's crop then finds it already of the crop's size).
+            crop_h, crop_w = self.crop
+            top, left = (new_h - crop_h) // 2, (new_w - crop_w) // 2
+            sx, sy = gray.width / new_w, gray.height / new_h
+            box = (left * sx, top * sy, (left + crop_w) * sx, (top + crop_h) * sy)
+            return _resize(gray, (crop_w, crop_h), self.resample, box=box)
+        raise ImageDecodeError(
+            f"a {gray.width} x {gray.height} image is too elongated for this encoder's preprocessing "
+            f"(it would be resized to {new_w} x {new_h} pixels)"
+        )
 
     def normalize_batch(self, batch: torch.Tensor) -> torch.Tensor:
         """The intensity half: (B, S, S) uint8 on any device -> (B, 3, S, S) float32 there."""
@@ -281,9 +344,14 @@ class HFProcessorFallback:
         return self._processor
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
+        gray = _to_uint8(image)
         if self.pad_to_square:
-            image = _pad_to_square(np.asarray(image, dtype=np.float32))
-        rgb = np.repeat(_to_uint8(image)[:, :, None], 3, axis=2)
+            gray = np.asarray(_letterbox(gray, Image.Resampling.BICUBIC))
+        elif max(gray.shape) > MAX_SQUARE_SIDE:  # bound what the processor gets, as the letterbox does
+            factor = MAX_SQUARE_SIDE / max(gray.shape)
+            size = (max(1, round(gray.shape[1] * factor)), max(1, round(gray.shape[0] * factor)))
+            gray = np.asarray(_resize(Image.fromarray(gray), size, Image.Resampling.BICUBIC))
+        rgb = np.repeat(gray[:, :, None], 3, axis=2)
         out = self._get()(images=rgb, return_tensors="pt", input_data_format="channels_last")
         return out["pixel_values"][0].float()
 
