@@ -31,6 +31,7 @@ Rules (DICOM PS3.3; docs/method.md#image-decoding):
 from __future__ import annotations
 
 import io
+import logging
 import os
 import warnings
 import zlib
@@ -220,29 +221,29 @@ _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 def _decode_dicom(data: bytes, name: str, max_pixels: int, *, force: bool) -> tuple[np.ndarray, Dataset]:
     """The first frame as float pixels, and the dataset without its pixel data."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
+    _quiet_pydicom()
+    # pydicom warns about odd values by quoting them (patient data) from wherever an element is
+    # first parsed; none of that reaches the user, who gets saerad's one-line error instead.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        return _decode_dicom_quietly(data, name, max_pixels, force=force, caught=caught)
 
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=force)
-    except InvalidDicomError as exc:
-        raise ImageDecodeError(f"{name} is not a valid DICOM file") from exc
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged headers
-        raise ImageDecodeError(f"{name} has a damaged or truncated DICOM header") from exc
 
-    if not any(tag in ds for tag in _PIXEL_KEYWORDS):
-        if force and "Rows" not in ds:
-            raise ImageDecodeError(f"{name} is not a PNG, JPEG or DICOM image")
-        raise ImageDecodeError(
-            f"{name} is a DICOM file without pixel data (a report, presentation state or other "
-            "non-image object)"
-        )
-    try:
+def _decode_dicom_quietly(data: bytes, name: str, max_pixels: int, *, force: bool,
+                          caught: list) -> tuple[np.ndarray, Dataset]:
+    ds = _read_dicom(data, name, force=force)
+    truncated = any("end of file" in str(w.message).lower() for w in caught)
+    try:  # pydicom parses elements on first access, so reading them can fail too
+        _check_dicom_image(ds, name, force=force, truncated=truncated)
         rows, cols = int(ds.Rows), int(ds.Columns)
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    except ImageDecodeError:
+        raise
     except (AttributeError, TypeError, ValueError) as exc:
         raise ImageDecodeError(f"{name} lacks valid Rows/Columns attributes") from exc
+    except Exception as exc:  # noqa: BLE001 - e.g. NotImplementedError for an unknown VR
+        raise ImageDecodeError(f"{name} has a damaged DICOM header") from exc
     _check_pixels(rows, cols, name, max_pixels)  # first frame only is decoded
 
     _require_decoder(ds, name)
@@ -264,6 +265,48 @@ def _decode_dicom(data: bytes, name: str, max_pixels: int, *, force: bool) -> tu
         if keyword in ds:
             del ds[keyword]
     return gray, ds
+
+
+def _check_dicom_image(ds, name: str, *, force: bool, truncated: bool) -> None:
+    """Refuse a DICOM object without pixels, saying whether it is cut off or simply not an image."""
+    if any(tag in ds for tag in _PIXEL_KEYWORDS):
+        return
+    if force and "Rows" not in ds:
+        raise ImageDecodeError(f"{name} is not a PNG, JPEG or DICOM image")
+    if truncated:
+        raise ImageDecodeError(f"{name} is a truncated DICOM file: it ends inside a data element")
+    if "Rows" in ds or "Image Storage" in _sop_class_name(ds):
+        raise ImageDecodeError(
+            f"{name} declares an image but holds no readable pixel data: the file is truncated or damaged"
+        )
+    raise ImageDecodeError(
+        f"{name} is a DICOM file without pixel data (a report, presentation state or other non-image object)"
+    )
+
+
+def _read_dicom(data: bytes, name: str, *, force: bool):
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(io.BytesIO(data), force=force)
+    except InvalidDicomError as exc:
+        raise ImageDecodeError(f"{name} is not a valid DICOM file") from exc
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged headers
+        raise ImageDecodeError(f"{name} has a damaged or truncated DICOM header") from exc
+
+
+def _sop_class_name(ds) -> str:
+    uid = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+    return str(getattr(uid, "name", "") or "")
+
+
+def _quiet_pydicom() -> None:
+    """pydicom logs decoder failures with tracebacks and warns about odd values (quoting them: patient
+    data) on the root handlers; saerad says what went wrong in one line of its own instead."""
+    import pydicom  # noqa: F401 - its import sets the level this overrides
+
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
 def _require_decoder(ds, name: str) -> None:

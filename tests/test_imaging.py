@@ -199,9 +199,52 @@ def test_png_decompression_bomb_is_refused_before_decoding():
         load_xray(_png_header_bomb(side, side))
 
 
-def test_dicom_without_pixel_data():
-    with pytest.raises(ImageDecodeError, match="without pixel data"):
+def test_dicom_image_without_pixel_data_is_called_damaged():
+    with pytest.raises(ImageDecodeError, match="declares an image but holds no readable pixel data"):
         load_xray(_dicom_bytes(pixels=False))
+
+
+def test_dicom_non_image_object_is_called_so():
+    import pydicom
+    from pydicom.uid import BasicTextSRStorage
+
+    ds = pydicom.dcmread(io.BytesIO(_dicom_bytes(pixels=False)))
+    for keyword in ("Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated",
+                    "BitsStored", "HighBit", "PixelRepresentation"):
+        delattr(ds, keyword)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = BasicTextSRStorage
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with pytest.raises(ImageDecodeError, match="without pixel data \\(a report"):
+        load_xray(buf.getvalue())
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9])
+def test_truncated_dicom_is_called_truncated_in_one_quiet_line(fixtures_dir, keep, capsys, caplog):
+    data = (fixtures_dir / MONO2).read_bytes()
+    with pytest.raises(ImageDecodeError, match="truncated") as info:
+        load_xray(data[: int(len(data) * keep)])
+    assert "\n" not in str(info.value)
+    captured = capsys.readouterr()
+    assert captured.out == captured.err == "" and not caplog.records  # no pydicom warnings or log lines
+
+
+def test_corrupt_dicom_bytes_never_escape_as_other_errors_or_noise(fixtures_dir, capsys, caplog):
+    import random
+
+    data = (fixtures_dir / MONO2).read_bytes()
+    rng = random.Random(0)
+    for _ in range(150):
+        damaged = bytearray(data)
+        start = rng.randrange(132, len(data) - 64)
+        for i in range(start, start + rng.randrange(1, 48)):
+            damaged[i] = rng.randrange(256)
+        try:
+            load_xray(bytes(damaged))
+        except ImageDecodeError as exc:
+            assert "\n" not in str(exc)
+    captured = capsys.readouterr()
+    assert captured.out == captured.err == "" and not caplog.records
 
 
 def test_dicom_with_unknown_transfer_syntax():
