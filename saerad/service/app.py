@@ -30,7 +30,7 @@ import saerad
 from saerad.service.errors import install_error_handlers
 from saerad.service.jobs import JobRunner, JobStore
 from saerad.service.logs import configure_logging
-from saerad.service.middleware import ApiKeyMiddleware, BodySizeLimitMiddleware, RequestContextMiddleware
+from saerad.service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
 from saerad.service.routes import router
 from saerad.service.settings import ServiceSettings
 from saerad.service.state import ServiceState
@@ -96,7 +96,8 @@ def create_app(settings: ServiceSettings | None = None, *, reporter: Reporter | 
     app.include_router(studies_router)
 
     # add_middleware wraps the current stack, so the last one added is the outermost.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes,
+                       idle_timeout_s=settings.upload_idle_timeout_s, total_timeout_s=settings.upload_timeout_s)
     key = settings.api_key_bytes()
     if key is not None:
         app.add_middleware(ApiKeyMiddleware, key=key)

@@ -47,6 +47,11 @@ class PayloadTooLargeError(ServiceError):
     http_status = 413
 
 
+class RequestTimeoutError(ServiceError):
+    code = "request_timeout"
+    http_status = 408
+
+
 class QueueFullError(ServiceError):
     code = "queue_full"
     http_status = 429
@@ -76,6 +81,7 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_options",

@@ -1,6 +1,6 @@
-"""Pure-ASGI middleware: request ids + access log + catch-all 500, API key, body size limit.
+"""Pure-ASGI middleware: request ids + access log + catch-all 500, API key, body size and time limits.
 
-Pure ASGI (not ``BaseHTTPMiddleware``) because the size limit must act on the byte stream *while it
+Pure ASGI (not ``BaseHTTPMiddleware``) because the body limits must act on the byte stream *while it
 arrives*, before multipart parsing spools an oversized upload to disk, and because the catch-all must
 own the 500 response so no traceback or input ever reaches a client. Order, outermost first:
 request context -> CORS -> API key -> body limit -> FastAPI.
@@ -8,6 +8,7 @@ request context -> CORS -> API key -> body limit -> FastAPI.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -22,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from saerad.service.errors import (
     INTERNAL_ERROR_BODY,
     PayloadTooLargeError,
+    RequestTimeoutError,
     ServiceError,
     UnauthorizedError,
     error_body,
@@ -156,20 +158,34 @@ class ApiKeyMiddleware:
         await self.app(scope, receive, send)
 
 
-class BodySizeLimitMiddleware:
-    """413 for bodies over ``max_bytes``: at once from Content-Length, else while the bytes stream in.
+class BodyLimitMiddleware:
+    """413 for bodies over ``max_bytes``, 408 for bodies that stall or trickle in.
 
-    When the limit trips mid-stream, ``receive`` raises (FastAPI turns it into the 413 handler) and,
-    whatever the app then tries to send, the response is replaced by the 413 JSON.
+    Size: at once from Content-Length, else while the bytes stream in. Time: each chunk must arrive
+    within ``idle_timeout_s`` of the previous one and the whole body within ``total_timeout_s``, so
+    a client that declares 100 kB and sends 70 bytes (or one byte a second) cannot hold a
+    connection and its handler forever. When a limit trips, ``receive`` raises (FastAPI re-raises
+    it) and, whatever the app then tries to send, the response is replaced by the error's JSON,
+    with ``Connection: close``.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, idle_timeout_s: float = 15.0,
+                 total_timeout_s: float = 300.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.idle_timeout_s = idle_timeout_s
+        self.total_timeout_s = total_timeout_s
 
     def _too_large(self) -> PayloadTooLargeError:
         return PayloadTooLargeError(f"request body exceeds the limit of {self.max_bytes} bytes",
                                     headers={"Connection": "close"})
+
+    def _too_slow(self, received: int, declared: str | None, idle: bool) -> RequestTimeoutError:
+        of = f" of {declared}" if declared and declared.isdigit() else ""
+        why = (f"no data for {self.idle_timeout_s:g} s" if idle
+               else f"not complete after {self.total_timeout_s:g} s")
+        return RequestTimeoutError(f"the request body stalled ({why}; {received}{of} bytes arrived)",
+                                   headers={"Connection": "close"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -180,24 +196,36 @@ class BodySizeLimitMiddleware:
             await send_error(send, self._too_large())
             return
 
-        state = {"total": 0, "tripped": False, "started": False}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.total_timeout_s
+        state: dict = {"total": 0, "error": None, "started": False, "complete": False}
+
+        def trip(error: ServiceError) -> HTTPException:
+            state["error"] = error
+            return HTTPException(error.http_status, error.message)
 
         async def limited_receive() -> Message:
-            if state["tripped"]:
-                raise HTTPException(413, "request body too large")
-            message = await receive()
+            if state["error"] is not None:
+                raise HTTPException(state["error"].http_status, state["error"].message)
+            if state["complete"]:
+                return await receive()  # only a disconnect can follow: no timeout applies
+            wait = min(self.idle_timeout_s, deadline - loop.time())
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(wait, 0.0))
+            except TimeoutError:
+                raise trip(self._too_slow(state["total"], declared, idle=wait >= self.idle_timeout_s)) from None
             if message["type"] == "http.request":
                 state["total"] += len(message.get("body", b""))
+                state["complete"] = not message.get("more_body", False)
                 if state["total"] > self.max_bytes:
-                    state["tripped"] = True
-                    raise HTTPException(413, "request body too large")
+                    raise trip(self._too_large())
             return message
 
         async def guarded_send(message: Message) -> None:
-            if state["tripped"]:
+            if state["error"] is not None:
                 if message["type"] == "http.response.start" and not state["started"]:
                     state["started"] = True
-                    await send_error(send, self._too_large())
+                    await send_error(send, state["error"])
                 return  # swallow whatever the app wanted to send instead
             if message["type"] == "http.response.start":
                 state["started"] = True
@@ -206,8 +234,8 @@ class BodySizeLimitMiddleware:
         try:
             await self.app(scope, limited_receive, guarded_send)
         except HTTPException:
-            if not state["tripped"]:
+            if state["error"] is None:
                 raise
             if not state["started"]:
                 state["started"] = True
-                await send_error(send, self._too_large())
+                await send_error(send, state["error"])

@@ -118,7 +118,7 @@ def _format_report(report: GroundedReport, fmt: ReportFormat, request: Request, 
             },
         },
         202: {"model": JobAccepted, "description": "localize: a job was queued; poll its link."},
-        **error_responses(400, 401, 409, 413, 415, 422, 429),
+        **error_responses(400, 401, 408, 409, 413, 415, 422, 429),
     },
     response_class=Response,
 )
@@ -166,7 +166,7 @@ async def create_report(
     summary="Counterfactual images of adding or removing SAE features (a job)",
     status_code=202,
     response_model=JobAccepted,
-    responses=error_responses(400, 401, 409, 413, 415, 422, 429),
+    responses=error_responses(400, 401, 408, 409, 413, 415, 422, 429),
 )
 async def create_intervention(
     request: Request,

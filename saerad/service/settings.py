@@ -43,6 +43,12 @@ class ServiceSettings(BaseSettings):
     max_image_pixels: int | None = Field(
         None, gt=0, description="Decoded images above this many pixels get 413; unset = imaging default."
     )
+    upload_idle_timeout_s: float = Field(
+        15.0, gt=0, description="A request body that sends nothing for this long gets 408 and its connection closed."
+    )
+    upload_timeout_s: float = Field(
+        300.0, gt=0, description="A request body not complete after this long gets 408 (20 MB at 1 Mbit/s: 160 s)."
+    )
 
     # --- concurrency -------------------------------------------------------------------------
     workers: int = Field(1, ge=1, description="uvicorn worker processes (saerad serve --workers).")
