@@ -1,11 +1,13 @@
 """Slow work (localisation, interventions) as jobs: a SQLite store plus a bounded worker pool.
 
 Why SQLite (stdlib, WAL): finished results must survive a restart and be readable by every worker
-process or replica that shares the file, without another server to run. Why job inputs stay in
-memory only: an uploaded X-ray is patient data; only derived results (report JSON, PNG maps) are
-written, and they expire after ``ttl_s``. A job whose process died before finishing is marked
-``failed`` (code ``interrupted``) by the next process on the same host (or with the same replica id),
-or by any process once it is older than ``stale_s``, instead of staying ``running`` forever.
+process or replica that shares the file, without another server to run. Derived results (report
+JSON, PNG maps) expire after ``ttl_s``. A job's input (its decoded pixels and options, never the
+uploaded file or a DICOM header) is kept beside it only while it is unfinished, so that a job
+whose process died runs again: the next process on the same host (or with the same replica id)
+queues it again, at most :data:`MAX_RESUMES` times. A job without a stored input (the operator
+turned that off), one resumed too often, or one older than ``stale_s`` is marked ``failed`` (code
+``interrupted``) instead of staying ``running`` forever.
 
 Why a counter instead of ``queue.Queue(maxsize)``: the limit must be checked *before* a job row is
 created and the upload accepted, so a full queue answers 429 at once, with a ``Retry-After`` computed
@@ -37,7 +39,18 @@ log = logging.getLogger("saerad.service.jobs")
 
 JobState = Literal["queued", "running", "done", "failed"]
 FINISHED = ("done", "failed")
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 1  # job_inputs was added without changing it: older code ignores the table
+#: How many times an interrupted job is queued again before it is failed (a job that kills its
+#: process must not take every restart down with it).
+MAX_RESUMES = 2
+
+
+@dataclass(frozen=True)
+class JobInput:
+    """What a job needs to run again after a restart: options (JSON) and an opaque payload."""
+
+    params: dict[str, Any]
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -110,6 +123,12 @@ class JobStore:
                 error_message TEXT
             );
             CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, finished_at);
+            CREATE TABLE IF NOT EXISTS job_inputs (
+                job_id TEXT PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,
+                params TEXT NOT NULL,
+                data BLOB NOT NULL,
+                resumes INTEGER NOT NULL DEFAULT 0
+            );
             CREATE TABLE IF NOT EXISTS artifacts (
                 job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
                 name TEXT NOT NULL,
@@ -165,7 +184,8 @@ class JobStore:
         self._local = threading.local()
 
     # -- writes -----------------------------------------------------------------------------
-    def create(self, kind: str) -> str:
+    def create(self, kind: str, job_input: JobInput | None = None) -> str:
+        """A new queued job; with ``job_input``, one a restart can run again."""
         # Unguessable: the id is what lets a client read the result. The replica prefix lets a load
         # balancer route /v1/jobs/<replica>-... back to the replica that owns the job database.
         job_id = uuid.uuid4().hex if self.replica_id is None else f"{self.replica_id}-{uuid.uuid4().hex}"
@@ -174,6 +194,9 @@ class JobStore:
                 "INSERT INTO jobs (id, kind, state, owner, created_at) VALUES (?, ?, 'queued', ?, ?)",
                 (job_id, kind, self.owner, time.time()),
             )
+            if job_input is not None:
+                db.execute("INSERT INTO job_inputs (job_id, params, data) VALUES (?, ?, ?)",
+                           (job_id, json.dumps(job_input.params), job_input.data))
         return job_id
 
     def mark_running(self, job_id: str) -> None:
@@ -191,6 +214,7 @@ class JobStore:
                 "UPDATE jobs SET state='done', finished_at=?, result=? WHERE id=?",
                 (time.time(), json.dumps(output.result), job_id),
             )
+            db.execute("DELETE FROM job_inputs WHERE job_id=?", (job_id,))
 
     def fail(self, job_id: str, code: str, message: str) -> None:
         with self._tx() as db:
@@ -198,36 +222,62 @@ class JobStore:
                 "UPDATE jobs SET state='failed', finished_at=?, error_code=?, error_message=? WHERE id=?",
                 (time.time(), code, message, job_id),
             )
+            db.execute("DELETE FROM job_inputs WHERE job_id=?", (job_id,))
 
     def recover(self, stale_s: float = 6 * 3600.0) -> int:
-        """Fail unfinished jobs whose process is gone; returns how many.
+        """Take over unfinished jobs whose process is gone; returns how many (queued again or failed).
 
         Gone means: same host (or replica id) and the pid is dead or is ours (a restarted container
-        reuses pid 1), or, for any owner, created more than ``stale_s`` seconds ago.
+        reuses pid 1), or, for any owner, created more than ``stale_s`` seconds ago. A gone job with
+        a stored input, resumed fewer than :data:`MAX_RESUMES` times and not stale, is queued again
+        under this store's owner (:meth:`resumable` lists them); any other is failed.
         """
         host, pid, _ = self.owner.split(":")
         cutoff = time.time() - stale_s
         n = 0
         with self._tx() as db:
             rows = db.execute(
-                "SELECT id, owner, created_at FROM jobs WHERE state IN ('queued', 'running')"
+                "SELECT jobs.id, jobs.owner, jobs.created_at, job_inputs.resumes FROM jobs "
+                "LEFT JOIN job_inputs ON job_inputs.job_id = jobs.id WHERE jobs.state IN ('queued', 'running')"
             ).fetchall()
-            for job_id, owner, created_at in rows:
+            for job_id, owner, created_at, resumes in rows:
                 if owner == self.owner:
                     continue
                 o_host, o_pid, _ = (owner.split(":") + ["", "", ""])[:3]
                 same_host_dead = o_host == host and (
                     o_pid == pid or not o_pid.isdigit() or not _pid_alive(int(o_pid))
                 )
-                if same_host_dead or created_at < cutoff:
-                    db.execute(
-                        "UPDATE jobs SET state='failed', finished_at=?, error_code='interrupted', "
-                        "error_message='the server restarted before the job finished; submit it again' "
-                        "WHERE id=?",
-                        (time.time(), job_id),
-                    )
-                    n += 1
+                stale = created_at < cutoff
+                if not (same_host_dead or stale):
+                    continue
+                n += 1
+                if resumes is not None and resumes < MAX_RESUMES and not stale:
+                    db.execute("UPDATE jobs SET state='queued', owner=?, started_at=NULL WHERE id=?",
+                               (self.owner, job_id))
+                    db.execute("UPDATE job_inputs SET resumes=resumes+1 WHERE job_id=?", (job_id,))
+                    continue
+                why = ("it was interrupted too often" if resumes is not None and not stale
+                       else "the server restarted before the job finished")
+                db.execute(
+                    "UPDATE jobs SET state='failed', finished_at=?, error_code='interrupted', "
+                    "error_message=? WHERE id=?",
+                    (time.time(), f"{why}; submit it again", job_id),
+                )
+                db.execute("DELETE FROM job_inputs WHERE job_id=?", (job_id,))
         return n
+
+    def resumable(self) -> list[tuple[str, str, JobInput]]:
+        """``(job_id, kind, input)`` of this store's queued jobs that have a stored input, oldest first."""
+        rows = self._conn().execute(
+            "SELECT jobs.id, jobs.kind, job_inputs.params, job_inputs.data FROM jobs "
+            "JOIN job_inputs ON job_inputs.job_id = jobs.id WHERE jobs.state='queued' AND jobs.owner=? "
+            "ORDER BY jobs.created_at",
+            (self.owner,),
+        ).fetchall()
+        return [(job_id, kind, JobInput(json.loads(params), bytes(data))) for job_id, kind, params, data in rows]
+
+    def has_input(self, job_id: str) -> bool:
+        return self._conn().execute("SELECT 1 FROM job_inputs WHERE job_id=?", (job_id,)).fetchone() is not None
 
     def purge(self, ttl_s: float) -> int:
         """Delete finished jobs (and their artifacts) older than ``ttl_s`` seconds."""
@@ -238,6 +288,7 @@ class JobStore:
             )]
             for job_id in ids:
                 db.execute("DELETE FROM artifacts WHERE job_id=?", (job_id,))
+                db.execute("DELETE FROM job_inputs WHERE job_id=?", (job_id,))
                 db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
         return len(ids)
 
@@ -272,13 +323,19 @@ class JobStore:
 
 
 JobFn = Callable[[str], JobOutput]
+#: Rebuilds a job's work from its kind and stored input (after a restart).
+ResumeFn = Callable[[str, JobInput], JobFn]
 
 
 class JobRunner:
-    """``workers`` threads running jobs; at most ``queue_size`` jobs wait beyond the running ones."""
+    """``workers`` threads running jobs; at most ``queue_size`` jobs wait beyond the running ones.
+
+    With ``resume``, jobs an earlier process left unfinished (see :meth:`JobStore.recover`) are
+    rebuilt from their stored inputs and queued first, beyond ``queue_size``: they were accepted.
+    """
 
     def __init__(self, store: JobStore, *, workers: int = 1, queue_size: int = 8, ttl_s: float = 86400.0,
-                 stale_s: float = 6 * 3600.0):
+                 stale_s: float = 6 * 3600.0, resume: ResumeFn | None = None):
         self.store = store
         self.workers = workers
         self.queue_size = queue_size
@@ -293,12 +350,34 @@ class JobRunner:
             threading.Thread(target=self._work, name=f"saerad-job-{i}", daemon=True) for i in range(workers)
         ]
         recovered = store.recover(stale_s)
+        resumed = self._resume_all(resume)
         purged = store.purge(ttl_s)
         if recovered or purged:
-            log.info("job store: %d interrupted job(s) marked failed, %d expired job(s) deleted",
-                     recovered, purged)
+            log.info("job store: %d interrupted job(s) taken over (%d queued again), %d expired job(s) deleted",
+                     recovered, resumed, purged)
         for t in self._threads:
             t.start()
+
+    def _resume_all(self, resume: ResumeFn | None) -> int:
+        n = 0
+        for job_id, kind, job_input in self.store.resumable():
+            try:
+                if resume is None:
+                    raise SaeradError("this server cannot run the job again", code="interrupted")
+                fn = resume(kind, job_input)
+            except SaeradError as exc:
+                self._safe_fail(job_id, "interrupted", f"{exc.message}; submit it again")
+                continue
+            except Exception:
+                log.exception("job %s could not be resumed", job_id)
+                self._safe_fail(job_id, "interrupted", "the job could not be resumed; submit it again")
+                continue
+            with self._lock:
+                self._waiting += 1
+            self._queue.put((job_id, fn))
+            log.info("job queued again after a restart", extra={"job_id": job_id, "job_kind": kind})
+            n += 1
+        return n
 
     @property
     def waiting(self) -> int:
@@ -329,13 +408,16 @@ class JobRunner:
         with self._lock:
             self._raise_if_full()
 
-    def submit(self, kind: str, fn: JobFn) -> str:
-        """Queue ``fn(job_id)``; it runs in the caller's context (request id in its log lines)."""
+    def submit(self, kind: str, fn: JobFn, *, job_input: JobInput | None = None) -> str:
+        """Queue ``fn(job_id)``; it runs in the caller's context (request id in its log lines).
+
+        ``job_input`` is stored with the job, so that a restart can run it again (``resume``).
+        """
         with self._lock:
             self._raise_if_full()
             self._waiting += 1
         try:
-            job_id = self.store.create(kind)
+            job_id = self.store.create(kind, job_input)
         except BaseException:
             with self._lock:
                 self._waiting -= 1
@@ -375,6 +457,12 @@ class JobRunner:
             except sqlite3.Error:
                 log.warning("could not purge expired jobs", exc_info=True)
 
+    def _has_input(self, job_id: str) -> bool:
+        try:
+            return self.store.has_input(job_id)
+        except sqlite3.Error:
+            return False
+
     def _safe_fail(self, job_id: str, code: str, message: str) -> None:
         try:
             self.store.fail(job_id, code, message)
@@ -382,7 +470,8 @@ class JobRunner:
             log.exception("could not record the failure of job %s", job_id)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop taking jobs, fail the waiting ones, give running ones ``timeout`` seconds."""
+        """Stop taking jobs, give running ones ``timeout`` seconds. Waiting jobs with a stored input
+        stay queued for the next start; the others fail."""
         with self._lock:
             self._closed = True
         while True:
@@ -393,7 +482,8 @@ class JobRunner:
             if item is not None:
                 with self._lock:
                     self._waiting -= 1
-                self._safe_fail(item[0], "interrupted", "the server shut down before the job started")
+                if not self._has_input(item[0]):
+                    self._safe_fail(item[0], "interrupted", "the server shut down before the job started")
         for _ in self._threads:
             self._queue.put(None)
         deadline = time.monotonic() + timeout

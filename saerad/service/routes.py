@@ -18,7 +18,6 @@ from starlette.concurrency import run_in_threadpool
 
 from saerad.errors import ConfigError, ImageDecodeError, SaeradError
 from saerad.report.schema import GroundedReport
-from saerad.service import tasks
 from saerad.service.errors import CapabilityError, NotFoundError, NotReadyError, error_responses
 from saerad.service.models import (
     FeatureList,
@@ -143,14 +142,9 @@ async def create_report(
         state.runner.check_capacity()  # 429 before spending time on the upload
     xray, decode_ms = await _decode(state, file)
     if method is not None:
-        reporter, steps = state.reporter, state.settings.localize_steps
-        job_id = state.runner.submit(
-            "localized_report",
-            lambda jid: tasks.localized_report(
-                jid, reporter, xray, top_k=top_k, threshold=threshold, method=method, steps=steps,
-                fmt=format.value, overlays=overlays,
-            ),
-        )
+        options = {"top_k": top_k, "threshold": threshold, "method": method, "steps": state.settings.localize_steps,
+                   "fmt": format.value, "overlays": overlays}
+        job_id = await run_in_threadpool(state.submit_job, "localized_report", xray, options)
         return _accepted(job_id, "localized_report")
     report = await state.run_inference(state.reporter.report, xray, top_k=top_k, threshold=threshold)
     report.timings_ms["decode"] = round(decode_ms, 2)
@@ -189,13 +183,8 @@ async def create_intervention(
         raise ConfigError(f"steps must be <= {state.settings.max_intervention_steps}", code="invalid_options")
     state.runner.check_capacity()
     xray, _ = await _decode(state, file)
-    reporter, features = state.reporter, list(dict.fromkeys(feature))
-    job_id = state.runner.submit(
-        "intervention",
-        lambda jid: tasks.intervention(
-            jid, reporter, xray, features=features, mode=mode.value, strength=strength, steps=n_steps
-        ),
-    )
+    options = {"features": list(dict.fromkeys(feature)), "mode": mode.value, "strength": strength, "steps": n_steps}
+    job_id = await run_in_threadpool(state.submit_job, "intervention", xray, options)
     return _accepted(job_id, "intervention")
 
 

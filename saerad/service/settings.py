@@ -74,6 +74,11 @@ class ServiceSettings(BaseSettings):
     job_stale_s: float = Field(
         6 * 3600.0, gt=0, description="Unfinished jobs older than this are reported failed (their process died)."
     )
+    job_keep_inputs: bool = Field(
+        True,
+        description="Keep an unfinished job's decoded pixels (16-bit, never the file or DICOM header) in the job "
+        "database until it ends, so a restart runs it again; false: memory only, and a restart fails it.",
+    )
     replica_id: str | None = Field(
         None,
         pattern=r"^[a-z0-9][a-z0-9-]{0,30}$",

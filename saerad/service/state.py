@@ -21,6 +21,7 @@ from saerad.service.jobs import JobRunner, JobStore
 from saerad.service.settings import ServiceSettings
 
 if TYPE_CHECKING:
+    from saerad.imaging import XRay
     from saerad.pipeline import Reporter
 
 log = logging.getLogger("saerad.service")
@@ -44,6 +45,16 @@ class ServiceState:
         self.n_features = int(bundle.sae.cfg.d_sae)
         self.has_diffusion = getattr(bundle, "diffusion_dir", None) is not None
         self.bundle_info: dict[str, Any] = bundle.info() if hasattr(bundle, "info") else {}
+
+    def submit_job(self, kind: str, xray: XRay, options: dict[str, Any]) -> str:
+        """Queue a ``kind`` job (:data:`saerad.service.tasks.KINDS`) on ``xray``; its input is stored
+        for a restart unless ``job_keep_inputs`` is off. Blocking (compression, SQLite): call it off
+        the event loop."""
+        from saerad.service import tasks
+
+        fn = tasks.job_fn(self.reporter, kind, xray, options)
+        stored = tasks.job_input(xray, options) if self.settings.job_keep_inputs else None
+        return self.runner.submit(kind, fn, job_input=stored)
 
     async def run_inference(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn`` in the inference pool, keeping the request's context (request id for logs)."""

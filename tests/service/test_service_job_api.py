@@ -135,3 +135,43 @@ def test_job_status_while_running_has_no_result(start_server, fixtures_dir, fmt,
             assert ("text" in done["result"]) == (fmt == "text")
     finally:
         gate.set()
+
+
+def test_a_job_queued_when_the_server_stops_runs_after_the_restart(start_server, fixtures_dir, tmp_path, wait_job):
+    db = tmp_path / "restart.sqlite3"
+    first = start_server(job_db=db, job_workers=1, queue_size=2, localize_steps=2)
+    gate = threading.Event()
+    first.state.runner.submit("demo", lambda jid: (gate.wait(20), JobOutput({}))[1])  # keeps the worker busy
+    with first.client() as c:
+        r = c.post("/v1/reports", params={"localize": "true"}, files=_png(fixtures_dir))
+        assert r.status_code == 202, r.text
+        job_id = r.json()["job_id"]
+        assert c.get(f"/v1/jobs/{job_id}").json()["state"] == "queued"
+    threading.Timer(0.3, gate.set).start()
+    first.stop()  # the queued job and its stored input stay in the database
+
+    second = start_server(job_db=db)
+    with second.client() as c:
+        done = wait_job(c, job_id)
+    assert done["state"] == "done", done
+    report = GroundedReport.model_validate(done["result"]["report"])
+    assert report.image is not None and report.image.source_format == "png"
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM job_inputs").fetchone()[0] == 0  # deleted once finished
+
+
+def test_without_stored_inputs_a_restart_fails_the_job_clearly(start_server, fixtures_dir, tmp_path, wait_job):
+    db = tmp_path / "memory-only.sqlite3"
+    first = start_server(job_db=db, job_workers=1, queue_size=2, job_keep_inputs=False)
+    gate = threading.Event()
+    first.state.runner.submit("demo", lambda jid: (gate.wait(20), JobOutput({}))[1])
+    with first.client() as c:
+        job_id = c.post("/v1/reports", params={"localize": "true"}, files=_png(fixtures_dir)).json()["job_id"]
+    threading.Timer(0.3, gate.set).start()
+    first.stop()
+    second = start_server(job_db=db)
+    with second.client() as c:
+        body = c.get(f"/v1/jobs/{job_id}").json()
+    assert body["state"] == "failed" and body["error"]["code"] == "interrupted"

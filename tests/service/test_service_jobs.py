@@ -6,6 +6,7 @@ import sqlite3
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from saerad.errors import SaeradError
@@ -143,3 +144,115 @@ def test_close_fails_waiting_jobs(tmp_path):
     assert store.get(running).state == "done"
     with pytest.raises(QueueFullError):
         runner.submit("demo", lambda jid: JobOutput({}))
+
+
+# ------------------------------------------------------------------------ resuming after a restart
+
+
+def _as_dead_process(db, job_id: str) -> None:
+    """Give ``job_id`` to a process of this host that no longer exists."""
+    import socket
+
+    dead_pid = 2**22 + 12345  # above Linux's default pid_max
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE jobs SET owner=?, state='running' WHERE id=?",
+                     (f"{socket.gethostname()}:{dead_pid}:gone", job_id))
+
+
+def test_an_interrupted_job_with_its_input_runs_again_and_its_input_is_then_deleted(tmp_path):
+    from saerad.service.jobs import JobInput
+
+    db = tmp_path / "j.sqlite3"
+    old = JobStore(db)
+    job_id = old.create("echo", JobInput({"n": 7}, b"payload"))
+    old.close()
+    _as_dead_process(db, job_id)
+
+    store = JobStore(db)
+    seen = []
+
+    def resume(kind, stored):
+        seen.append((kind, stored.params, stored.data))
+        return lambda jid: JobOutput({"n": stored.params["n"], "id": jid})
+
+    runner = JobRunner(store, resume=resume)
+    rec = _wait(store, job_id)
+    runner.close()
+    assert seen == [("echo", {"n": 7}, b"payload")]
+    assert rec.state == "done" and rec.result == {"n": 7, "id": job_id}
+    assert not store.has_input(job_id)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM job_inputs").fetchone()[0] == 0
+
+
+def test_a_job_interrupted_too_often_fails_instead_of_looping(tmp_path):
+    from saerad.service.jobs import MAX_RESUMES, JobInput
+
+    db = tmp_path / "j.sqlite3"
+    job_id = JobStore(db).create("echo", JobInput({}, b"x"))
+    for _ in range(MAX_RESUMES):
+        _as_dead_process(db, job_id)
+        store = JobStore(db)
+        assert store.recover() == 1 and store.get(job_id).state == "queued"
+    _as_dead_process(db, job_id)
+    store = JobStore(db)
+    assert store.recover() == 1
+    rec = store.get(job_id)
+    assert rec.state == "failed" and rec.error["code"] == "interrupted" and "too often" in rec.error["message"]
+    assert not store.has_input(job_id)
+
+
+def test_a_job_that_cannot_be_rebuilt_fails_clearly(tmp_path):
+    from saerad.service.jobs import JobInput
+
+    db = tmp_path / "j.sqlite3"
+    job_id = JobStore(db).create("retired-kind", JobInput({}, b"x"))
+    _as_dead_process(db, job_id)
+    store = JobStore(db)
+
+    def resume(kind, stored):
+        raise SaeradError(f"unknown job kind {kind!r}", code="interrupted")
+
+    JobRunner(store, resume=resume).close()
+    rec = store.get(job_id)
+    assert rec.state == "failed" and "unknown job kind" in rec.error["message"]
+
+
+def test_shutdown_keeps_waiting_jobs_with_inputs_for_the_next_start(tmp_path):
+    from saerad.service.jobs import JobInput
+
+    db = tmp_path / "j.sqlite3"
+    store = JobStore(db)
+    runner = JobRunner(store, workers=1, queue_size=3)
+    gate = threading.Event()
+    runner.submit("demo", lambda jid: (gate.wait(10), JobOutput({}))[1])
+    kept = runner.submit("echo", lambda jid: JobOutput({"first": True}), job_input=JobInput({"n": 1}, b"x"))
+    time.sleep(0.05)
+    threading.Timer(0.2, gate.set).start()
+    runner.close(timeout=5)
+    store.close()
+    assert JobStore(db).get(kept).state == "queued"
+
+    again = JobStore(db)
+    runner = JobRunner(again, resume=lambda kind, stored: lambda jid: JobOutput({"resumed": stored.params["n"]}))
+    assert _wait(again, kept).result == {"resumed": 1}
+    runner.close()
+
+
+def test_stored_pixels_round_trip(tmp_path):
+    from saerad.imaging import XRay
+    from saerad.service.tasks import job_input, restore_xray
+
+    rng = np.random.default_rng(0)
+    eight_bit = rng.integers(0, 256, (37, 53)).astype(np.float32) / np.float32(255.0)
+    deep = rng.random((20, 30), dtype=np.float32)
+    for pixels in (eight_bit, deep):
+        xray = XRay(pixels=pixels, original_size=pixels.shape, source_format="png")
+        stored = job_input(xray, {"steps": 3})
+        back = restore_xray(stored)
+        assert stored.params["options"] == {"steps": 3}
+        assert back.original_size == xray.original_size and back.source_format == "png"
+        if pixels is eight_bit:
+            np.testing.assert_array_equal(back.pixels, pixels)  # exact for 8-bit sources
+        else:
+            np.testing.assert_allclose(back.pixels, pixels, atol=1 / 65535)
