@@ -20,7 +20,7 @@ from saerad.errors import ConfigError
 from saerad.radtext import Labeler, label_report
 from saerad.report.composer import Composition, compose
 from saerad.report.schema import GroundedReport, ImageInfo
-from saerad.report.select import FeatureSelector
+from saerad.report.select import FeatureSelector, check_selection_options
 
 if TYPE_CHECKING:
     from saerad.encoders.base import ClassTokenEncoder
@@ -172,11 +172,10 @@ class Reporter:
         usable_only: bool | None,
         timings: dict[str, float],
     ) -> GroundedReport:
+        check_selection_options(top_k, threshold)
         top_k = self.defaults.top_k if top_k is None else top_k
         threshold = self.defaults.threshold if threshold is None else threshold
         usable_only = self.defaults.usable_only if usable_only is None else usable_only
-        if top_k is not None and top_k < 0:
-            raise ConfigError("top_k must be >= 0")
         t = time.perf_counter()
         selection = self.selector.select(f, top_k=top_k, threshold=threshold, usable_only=usable_only)
         composition = compose(selection.chosen, rules=selection.rules, labeler=self.labeler)

@@ -6,23 +6,22 @@ from pathlib import Path
 
 import typer
 
-from saerad.cli.app import DeviceOption, app
-from saerad.datasets import DATASETS
+from saerad.cli.app import BundleOption, DatasetOption, DeviceOption, app
 
 
 @app.command("atlas")
 def atlas(
-    dataset: str = typer.Option(..., "--dataset", help=" | ".join(DATASETS)),
+    dataset: DatasetOption,
     root: Path = typer.Option(..., "--root", exists=True, file_okay=False, help="dataset root folder"),
     out: Path = typer.Option(..., "--out", help="site folder (created; rerun to resume or update)"),
-    bundle: str | None = typer.Option(None, "--bundle", help="bundle directory (default: the embedded one)"),
+    bundle: BundleOption = None,
     embeddings: Path | None = typer.Option(None, "--embeddings", help="class tokens from `saerad embed` of the same images with the bundle's encoder (skips embedding)"),
     features: str | None = typer.Option(None, "--features", help="feature ids and ranges, e.g. 0-99,120 (default: all)"),
-    top_k: int = typer.Option(12, "--top-k", help="strongest images per feature"),
-    sample_k: int = typer.Option(12, "--sample-k", help="random images per feature, for contrast"),
-    counterfactuals: int = typer.Option(0, "--counterfactuals", help="images per feature with an add/remove strip (needs a diffusion model; seconds per image on CPU)"),
+    top_k: int = typer.Option(12, "--top-k", min=1, help="strongest images per feature"),
+    sample_k: int = typer.Option(12, "--sample-k", min=0, help="random images per feature, for contrast"),
+    counterfactuals: int = typer.Option(0, "--counterfactuals", min=0, help="images per feature with an add/remove strip (needs a diffusion model; seconds per image on CPU)"),
     counterfactual_features: str | None = typer.Option(None, "--counterfactual-features", help="features that get strips (default: the described ones)"),
-    steps: int = typer.Option(25, "--steps", help="DDIM steps of the strips"),
+    steps: int = typer.Option(25, "--steps", min=1, help="DDIM steps of the strips"),
     device: DeviceOption = "auto",
     title: str | None = typer.Option(None, "--title", help="page title"),
     seed: int = typer.Option(0, "--seed", help="seed of the random samples"),

@@ -7,15 +7,7 @@ from pathlib import Path
 
 import typer
 
-from saerad.cli.app import DeviceOption, app
-
-
-class DatasetChoice(str, Enum):
-    covid_cxr = "covid-cxr"
-    mimic_cxr = "mimic-cxr"
-    iu_xray = "iu-xray"
-    nih_cxr14 = "nih-cxr14"
-    folder = "folder"
+from saerad.cli.app import DatasetOption, DeviceOption, app
 
 
 class DescriberChoice(str, Enum):
@@ -25,7 +17,7 @@ class DescriberChoice(str, Enum):
 
 @app.command("build")
 def build_command(
-    dataset: DatasetChoice = typer.Option(..., "--dataset", help="Dataset format of --root."),
+    dataset: DatasetOption,
     root: Path = typer.Option(..., "--root", exists=True, file_okay=False, help="Dataset folder."),
     out: Path = typer.Option(..., "--out", help="Bundle directory to write (replaced when it changes)."),
     encoder: str = typer.Option("default", "--encoder", help="Encoder spec: 'default' or 'hf:/path/to/dinov2'."),
@@ -54,9 +46,13 @@ def build_command(
     split, else a patient hash) are never read, so `saerad evaluate` on the same data is fair.
     """
     from saerad.build import BuildConfig, build, parse_describer_options
+    from saerad.fileio import check_output_path
 
+    check_output_path(out, kind="folder")
+    if work_dir is not None:
+        check_output_path(work_dir, kind="folder", option="--work-dir")
     cfg = BuildConfig(
-        dataset=dataset.value,
+        dataset=dataset,
         root=root,
         out=out,
         encoder=encoder,

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from saerad.cli.app import DeviceOption, app
+from saerad.cli.app import FEATURE_IDS_HELP, BundleOption, DatasetOption, DeviceOption, app
 
 
 class Mode(str, Enum):
@@ -22,7 +22,7 @@ def train_diffusion_cmd(
     embeddings: Annotated[Path, typer.Option(help="class tokens (EmbeddingSet file) of the training images")],
     root: Annotated[Path, typer.Option(help="dataset root folder")],
     out: Annotated[Path, typer.Option(help="output directory (checkpoints, samples, diffusion/)")],
-    dataset: Annotated[str, typer.Option(help="nih-cxr14 | covid-cxr | folder | mimic-cxr")] = "nih-cxr14",
+    dataset: DatasetOption = "nih-cxr14",
     resolution: Annotated[int, typer.Option(help="128 (default) or 256")] = 128,
     steps: Annotated[int | None, typer.Option(help="total training steps (default: preset)")] = None,
     batch_size: Annotated[int | None, typer.Option(help="images per step (default: preset)")] = None,
@@ -43,6 +43,9 @@ def train_diffusion_cmd(
     """
     from saerad.devices import resolve_device
     from saerad.diffusion.data import load_pairs
+    from saerad.fileio import check_output_path
+
+    check_output_path(out, kind="folder")
     from saerad.diffusion.train import preset as make_preset
     from saerad.diffusion.train import train_diffusion
 
@@ -81,11 +84,11 @@ def _progress(total: int, desc: str):
 @app.command("intervene")
 def intervene_cmd(
     image: Annotated[Path, typer.Argument(help="X-ray file (PNG, JPEG, DICOM)")],
-    feature: Annotated[list[int], typer.Option("--feature", help="SAE feature id (repeatable)")],
+    feature: Annotated[list[int], typer.Option("--feature", help=FEATURE_IDS_HELP)],
     mode: Annotated[Mode, typer.Option(help="add or remove the features")],
     out: Annotated[Path, typer.Option(help="output folder (created; its parent must exist)")],
     strength: Annotated[float, typer.Option(help="add: multiple of the feature's 0.99 quantile")] = 1.0,
-    bundle: Annotated[str | None, typer.Option(help="bundle directory (default: the embedded one)")] = None,
+    bundle: BundleOption = None,
     steps: Annotated[int, typer.Option(help="DDIM steps for inversion and sampling (1..1000)")] = 50,
     diffusion: Annotated[Path | None, typer.Option(help="diffusion model directory overriding the bundle's")] = None,
     device: DeviceOption = "auto",
@@ -140,9 +143,9 @@ def intervene_cmd(
 @app.command("figure")
 def figure_cmd(
     image: Annotated[Path, typer.Argument(help="X-ray file (PNG, JPEG, DICOM)")],
-    feature: Annotated[list[int], typer.Option("--feature", help="SAE feature id (repeatable)")],
+    feature: Annotated[list[int], typer.Option("--feature", help=FEATURE_IDS_HELP)],
     out: Annotated[Path, typer.Option(help="output PNG file (its folder must exist)")],
-    bundle: Annotated[str | None, typer.Option(help="bundle directory (default: the embedded one)")] = None,
+    bundle: BundleOption = None,
     steps: Annotated[int, typer.Option(help="DDIM steps (1..1000)")] = 50,
     strength: Annotated[float, typer.Option(help="add strength (x the 0.99 quantile)")] = 1.0,
     diffusion: Annotated[Path | None, typer.Option(help="diffusion model directory overriding the bundle's")] = None,

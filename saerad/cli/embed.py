@@ -11,23 +11,23 @@ from pathlib import Path
 
 import typer
 
-from saerad.cli.app import DeviceOption, app
+from saerad.cli.app import DatasetOption, DeviceOption, app
 
 
 @app.command("embed")
 def embed(
-    dataset: str = typer.Option(..., "--dataset", help="folder | covid-cxr | mimic-cxr | iu-xray"),
-    root: Path = typer.Option(..., "--root", help="dataset root folder"),
+    dataset: DatasetOption,
+    root: Path = typer.Option(..., "--root", exists=True, file_okay=False, help="dataset root folder"),
     out: Path = typer.Option(..., "--out", help="output .safetensors file (ids + class tokens)"),
     encoder: str = typer.Option("default", "--encoder", help="'default' or 'hf:DIR' (e.g. a Rad-DINO folder)"),
-    batch_size: int = typer.Option(32, "--batch-size", help="images per forward pass (views included)"),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="images per forward pass (views included)"),
     device: DeviceOption = "auto",
-    num_workers: int | None = typer.Option(None, "--num-workers", help="decoding workers per process (default: one per spare core, at most 12)"),
-    augment: int = typer.Option(0, "--augment", help="K extra random views per image, ids '<id>#augK'"),
-    shard_size: int = typer.Option(2048, "--shard-size", help="images per resumable shard"),
+    num_workers: int | None = typer.Option(None, "--num-workers", min=0, help="decoding workers per process (default: one per spare core, at most 12)"),
+    augment: int = typer.Option(0, "--augment", min=0, help="K extra random views per image, ids '<id>#augK'"),
+    shard_size: int = typer.Option(2048, "--shard-size", min=1, help="images per resumable shard"),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16"),
     seed: int = typer.Option(0, "--seed", help="seed of the augmented views"),
-    limit: int | None = typer.Option(None, "--limit", help="only the first N images (smoke tests)"),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="only the first N images (smoke tests)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out"),
 ) -> None:
     """Write the class tokens of every image of a dataset, resumably, with a progress bar."""
@@ -36,6 +36,9 @@ def embed(
     from saerad.encoders import load_encoder
     from saerad.encoders.extract import DistInfo, EmbedJob, items_from_studies, run_embedding
 
+    from saerad.fileio import check_output_path
+
+    check_output_path(out, kind="file")
     dist = DistInfo.from_env()
     on = resolve_device(device, local_rank=dist.local_rank if dist.world > 1 else None)
     items = items_from_studies(load_dataset(dataset, root))

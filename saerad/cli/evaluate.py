@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
-from saerad.cli.app import DeviceOption, app
+from typing import Literal
+
+from saerad.cli.app import BundleOption, DatasetOption, DeviceOption, app
 
 
 @app.command("label-reports")
@@ -22,8 +24,10 @@ def label_reports_cmd(
     import math
 
     from saerad.eval.io import atomic_write_text, read_reports
+    from saerad.fileio import check_output_path
     from saerad.radtext import CONDITIONS, label_reports
 
+    check_output_path(out, kind="file")
     reports, id_col = read_reports(input, id_field=id_field, text_field=text_field)
     labels = label_reports(list(reports.values()))
     buffer = io.StringIO()
@@ -57,7 +61,9 @@ def score_cmd(
     from saerad.eval.io import read_reports
     from saerad.eval.scoring import score_reports
     from saerad.eval.tables import format_markdown
+    from saerad.fileio import check_output_path
 
+    check_output_path(out, kind="folder")
     preds, _ = read_reports(predictions, id_field=id_field, text_field=text_field)
     refs, _ = read_reports(references, id_field=id_field, text_field=text_field)
     metrics = score_reports(preds, refs, out, _options(resamples, seed, meteor, chexbert))
@@ -66,15 +72,15 @@ def score_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    dataset: str = typer.Option(..., "--dataset", help="mimic-cxr | nih-cxr14 | iu-xray | covid-cxr | folder"),
-    root: Path = typer.Option(..., "--root", help="Dataset folder."),
+    dataset: DatasetOption,
+    root: Path = typer.Option(..., "--root", exists=True, file_okay=False, help="Dataset folder."),
     out: Path = typer.Option(..., "--out", help="Output folder."),
-    bundle: Path = typer.Option(None, "--bundle", help="Model bundle whose reports are evaluated."),
+    bundle: BundleOption = None,
     baselines: bool = typer.Option(False, "--baselines", help="Also score normal-template and retrieval baselines."),
     embeddings: Path = typer.Option(None, "--embeddings", help="Class tokens (saerad embed) to reuse."),
     encoder: str = typer.Option(None, "--encoder", help="Encoder spec for the retrieval baseline (default: 'default')."),
     reports_root: Path = typer.Option(None, "--reports-root", help="MIMIC-CXR: folder of the mimic-cxr-reports files."),
-    split: str = typer.Option(
+    split: Literal["test", "all"] = typer.Option(
         "test", "--split",
         help="test: the dataset's test patients (official split, else the patient hash `saerad build` leaves out); "
         "all: every study of --root (a folder no model has seen).",
@@ -93,7 +99,9 @@ def evaluate_cmd(
     """Generate findings for a dataset's studies (bundle and/or baselines) and score them."""
     from saerad.eval.evaluate import evaluate_dataset
     from saerad.eval.tables import format_markdown
+    from saerad.fileio import check_output_path
 
+    check_output_path(out, kind="folder")
     kwargs = {"reports_root": reports_root} if reports_root is not None else {}
     metrics = evaluate_dataset(
         dataset,

@@ -49,6 +49,9 @@ def train_sae_command(
     from saerad.errors import ConfigError
     from saerad.sae.run import default_train_config, load_embedding_files, train_sae
 
+    from saerad.fileio import check_output_path
+
+    check_output_path(out, kind="folder")
     emb = load_embedding_files(embeddings)
     groups, assignment = read_split_file(split_file) if split_file else ({}, {})
     roles = embedding_roles(emb.ids, held_out_fraction=held_out_fraction, salt=str(seed) if seed else "",

@@ -7,18 +7,21 @@ environment so that with ``--workers N`` every worker process builds the same se
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from pathlib import Path
 
 import typer
 
 from saerad.cli.app import app
 from saerad.devices import DEVICE_HELP
+from saerad.errors import ConfigError
 
 
 @app.command("serve")
 def serve(
-    bundle: Path = typer.Option(None, "--bundle", "-b", help="Bundle directory (default: SAERAD_BUNDLE or the embedded bundle)."),
+    bundle: Path = typer.Option(None, "--bundle", "-b", file_okay=False, help="Bundle directory (default: SAERAD_BUNDLE or the embedded bundle)."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind; 0.0.0.0 only behind a firewall or proxy."),
     port: int = typer.Option(8000, min=1, max=65535),
     workers: int = typer.Option(None, min=1, help="Worker processes (default: SAERAD_WORKERS or 1)."),
@@ -27,10 +30,10 @@ def serve(
     atlas: Path = typer.Option(None, "--atlas", help="Serve this `saerad atlas` folder at /atlas/ (default: SAERAD_ATLAS_DIR)."),
 ) -> None:
     """Serve grounded reports over HTTP (see docs/deployment.md)."""
+    check_port_free(host, port)  # seconds before the bundle would load, not after
     import uvicorn
 
     from saerad.devices import resolve_device
-    from saerad.errors import ConfigError
     from saerad.service.logs import configure_logging
     from saerad.service.settings import ServiceSettings
 
@@ -80,3 +83,18 @@ def serve(
         server_header=False,
         timeout_graceful_shutdown=30,
     )
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Bind ``host:port`` as uvicorn will (SO_REUSEADDR) and let go; a taken port or unknown host is one line."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: unknown host ({exc.strerror})") from exc
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            hint = "; stop the other server or pass --port" if exc.errno == errno.EADDRINUSE else ""
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}") from exc

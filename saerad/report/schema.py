@@ -36,11 +36,14 @@ class FeatureRef(BaseModel):
     """One SAE feature as used by a report: its id, its activation on this image, its description.
 
     ``score`` (held-out AUROC of the description) and ``usable`` come from the feature dictionary so
-    a reader can see why a feature did or did not make it into the findings.
+    a reader can see why a feature did or did not make it into the findings. ``strength`` is the
+    activation times the norm of the feature's decoder row, i.e. how much of the class token the
+    feature writes: a report's ``features`` are listed by it, strongest first.
     """
 
     id: int = Field(ge=0)
     activation: float
+    strength: float | None = None
     description: str = ""
     score: float | None = None
     usable: bool = True

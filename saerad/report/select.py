@@ -1,7 +1,8 @@
 """Which SAE features of one image speak in its report, alone or by voting.
 
 Every feature with activation above ``threshold`` is *active* and listed in the report, ranked by
-its contribution to the class token, ``f_i * ||W_dec[i]||``: without a decoder-norm constraint the
+its strength, its contribution to the class token ``f_i * ||W_dec[i]||`` (each listed feature
+carries it, so the order can be checked): without a decoder-norm constraint the
 raw activation alone says little about how much of the image representation a feature carries.
 
 Findings come from two sources:
@@ -10,7 +11,7 @@ Findings come from two sources:
   its threshold writes its sentence, carrying those voters. A condition with a usable rule speaks
   only through it: its single-feature descriptions are not written on their own.
 - single features: every other active feature that is *usable* (described, alive, description
-  score above chance) writes its own description. ``top_k`` keeps the ``k`` largest contributions.
+  score above chance) writes its own description. ``top_k`` keeps the ``k`` strongest.
 
 Normal or abnormal: when the normal rule fires (its threshold is set for balanced errors on normal
 and abnormal images, :mod:`saerad.features.rules`) and it is more confident than every finding rule
@@ -22,13 +23,31 @@ finding rules' F1-optimal thresholds would put a finding into most normal images
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from saerad.errors import ConfigError
 from saerad.radtext.conditions import NO_FINDING
 from saerad.report.schema import FeatureRef, RuleEvidence
+
+#: The selection options a caller may set, and their ranges: every entry point (library, CLI,
+#: service) checks them with :func:`check_selection_options`, and the service's OpenAPI bounds are
+#: these numbers.
+TOP_K_MAX = 100_000
+THRESHOLD_MAX = 1e9
+
+
+def check_selection_options(top_k: int | None = None, threshold: float | None = None) -> None:
+    """Refuse a ``top_k`` or ``threshold`` outside its range (``None`` means the bundle's default)."""
+    if top_k is not None and not 0 <= top_k <= TOP_K_MAX:
+        raise ConfigError(f"top_k must be between 0 and {TOP_K_MAX:,}, got {top_k}")
+    if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= THRESHOLD_MAX):
+        raise ConfigError(
+            f"threshold must be a finite activation between 0 and {THRESHOLD_MAX:g}, got {threshold!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -44,7 +63,7 @@ class RuleFinding:
 
 @dataclass(frozen=True)
 class Selection:
-    active: list[FeatureRef]  # every active feature, by contribution (largest first)
+    active: list[FeatureRef]  # every active feature, by strength (largest first, ties by id)
     chosen: list[FeatureRef]  # features that write their own description, same order
     rules: list[RuleFinding] = field(default_factory=list)  # fired rules, strongest evidence margin first
     notes: list[str] = field(default_factory=list)
@@ -106,8 +125,8 @@ class FeatureSelector:
         if f.shape[0] != self.decoder_norms.shape[0]:
             raise ValueError(f"expected {self.decoder_norms.shape[0]} activations, got {f.shape[0]}")
         idx = np.flatnonzero(f > threshold)
-        contribution = f[idx] * self.decoder_norms[idx]
-        idx = idx[np.lexsort((idx, -contribution))]  # largest contribution first, ties by id
+        strength = f[idx] * self.decoder_norms[idx]
+        idx = idx[np.lexsort((idx, -strength))]  # strongest first, ties by id
         active = [self.ref(int(i), float(f[i])) for i in idx]
         if usable_only:
             chosen = [r for r in active if self.speaks_alone[r.id]]
@@ -150,6 +169,7 @@ class FeatureSelector:
         return FeatureRef(
             id=i,
             activation=round(activation, 6),
+            strength=round(activation * float(self.decoder_norms[i]), 6),
             description=self.descriptions[i],
             score=self.scores[i],
             usable=bool(self.usable[i]),

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from saerad.errors import ConfigError, ImageDecodeError, SaeradError
 from saerad.report.schema import GroundedReport
+from saerad.report.select import THRESHOLD_MAX, TOP_K_MAX, check_selection_options
 from saerad.service.errors import CapabilityError, NotFoundError, NotReadyError, error_responses
 from saerad.service.models import (
     FeatureList,
@@ -129,12 +130,14 @@ async def create_report(
         description="Boxes and a heatmap per sentence, by attribution or counterfactual (true: the service's "
                     "default method); becomes a job (202).")] = LocalizeOption.false,
     overlays: Annotated[bool, Query(description="With localize: also store each heatmap over the X-ray.")] = False,
-    top_k: Annotated[int | None, Query(ge=1, le=100_000, description="At most this many features.")] = None,
+    top_k: Annotated[int | None, Query(ge=0, le=TOP_K_MAX, description="At most this many features write findings.")] = None,
     threshold: Annotated[
-        float | None, Query(ge=0.0, le=1e9, allow_inf_nan=False, description="Minimum feature activation.")
+        float | None,
+        Query(ge=0.0, le=THRESHOLD_MAX, allow_inf_nan=False, description="Activation above which a feature is active."),
     ] = None,
 ) -> Response:
     state = _state(request)
+    check_selection_options(top_k, threshold)  # what the library checks; before the upload is read
     method = localize.method(state.settings.localize_method)
     if method is not None:
         if method == "counterfactual":

@@ -24,4 +24,7 @@ def test_embed_command_writes_tokens_and_failures(tiny_dinov2_dir, image_folder,
 
 def test_embed_command_reports_bad_options(tmp_path):
     result = CliRunner().invoke(app, ["embed", "--dataset", "nope", "--root", str(tmp_path), "--out", str(tmp_path / "x")])
-    assert isinstance(result.exception, ConfigError)
+    assert result.exit_code == 2 and "'nope' is not one of" in result.output  # refused while parsing
+    result = CliRunner().invoke(app, ["embed", "--dataset", "folder", "--root", str(tmp_path),
+                                      "--out", str(tmp_path / "missing" / "x")])
+    assert isinstance(result.exception, ConfigError) and "does not exist" in str(result.exception)

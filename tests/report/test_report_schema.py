@@ -40,8 +40,8 @@ def test_text_json_and_radfact():
     assert data["research_use_only"] is True
     assert data["findings"][1]["boxes"] is None and data["findings"][1]["heatmap"] is None
     assert data["findings"][0]["features"][0] == {
-        "id": 3, "activation": 1.5, "description": "Small left pleural effusion.", "score": 0.81, "usable": True,
-        "contribution": None,
+        "id": 3, "activation": 1.5, "strength": None, "description": "Small left pleural effusion.", "score": 0.81,
+        "usable": True, "contribution": None,
     }
     assert data["status"] == "findings" and data["findings"][0]["rule"] is None
     assert report.to_radfact() == [
