@@ -1,9 +1,10 @@
-"""``saerad build``: dataset -> embeddings -> SAE -> feature dictionary -> bundle, resumably.
+"""``saerad build``: dataset -> embeddings -> SAE -> feature dictionary (+ OOD check) -> bundle, resumably.
 
 Stages (:mod:`saerad.stages`) write under a work directory (default ``<out>.work``) and are skipped
 when current; long ones resume inside themselves too (embedding shards, SAE checkpoints). The split
 is :mod:`saerad.datasets.split`'s: the SAE and the feature statistics learn from the training
-patients, descriptions are scored on the held-out patients, and the test patients (a dataset's
+patients, descriptions are scored on the held-out patients, the out-of-distribution check is
+calibrated on the training patients' images, and the test patients (a dataset's
 official test split, else a patient hash) are never read, so ``saerad evaluate`` on the same data
 measures unseen patients. The work directory is the build's own: a stage that re-runs because its
 inputs changed discards its stale outputs there (embedding shards, SAE checkpoints).
@@ -25,11 +26,12 @@ from saerad.datasets.split import DEFAULT_POLICY, HELD_OUT, TRAIN, Partition, Sp
 from saerad.datasets.terms import data_terms
 from saerad.errors import ConfigError
 from saerad.features.dictionary import DICTIONARY_VERSION
+from saerad.ood import METHOD as OOD_METHOD
 from saerad.stages import Stage, fingerprint, path_fingerprint, run_stage, studies_fingerprint
 
 log = logging.getLogger(__name__)
 
-STAGES = ("embed", "train-sae", "dictionary", "bundle")
+STAGES = ("embed", "train-sae", "dictionary", "ood", "bundle")
 
 
 @dataclass
@@ -167,6 +169,18 @@ def build(cfg: BuildConfig) -> BuildResult:
         force=cfg.force,
     )
 
+    ran["ood"] = run_stage(
+        work,
+        Stage(
+            "ood",
+            inputs={"embeddings": path_fingerprint(paths.embeddings), "split": fingerprint(roles)},
+            params={"method": OOD_METHOD},
+            outputs=[paths.ood],
+            run=lambda: _ood(split, paths),
+        ),
+        force=cfg.force,
+    )
+
     ran["bundle"] = run_stage(
         work,
         Stage(
@@ -175,6 +189,7 @@ def build(cfg: BuildConfig) -> BuildResult:
                 "sae": path_fingerprint(paths.sae / "sae.safetensors"),
                 "dictionary": path_fingerprint(paths.dictionary),
                 "diffusion": path_fingerprint(cfg.diffusion) if cfg.diffusion else None,
+                "ood": path_fingerprint(paths.ood),
             },
             params={
                 "out": str(cfg.out.resolve()),
@@ -201,6 +216,7 @@ class _Paths:
         self.sae = work / "sae"  # the SAE run: final SAE, metrics.json, run.json, checkpoints/
         self.sae_outputs = [self.sae / "sae.safetensors", self.sae / "sae_config.json", self.sae / "metrics.json"]
         self.dictionary = work / "dictionary.json"
+        self.ood = work / "ood"
         self.llm_cache = work / "llm-cache"
 
 
@@ -298,6 +314,77 @@ def _dictionary(cfg: BuildConfig, split: Partition, paths: _Paths) -> None:
     dictionary.save(paths.dictionary)
 
 
+def _ood(split: Partition, paths: _Paths) -> None:
+    from saerad.encoders.store import EmbeddingSet
+
+    check = calibrate_ood(EmbeddingSet.load(paths.embeddings), split)
+    if paths.ood.exists():
+        shutil.rmtree(paths.ood)
+    check.save(paths.ood)
+
+
+def calibrate_ood(emb, split: Partition):
+    """The out-of-distribution check (:mod:`saerad.ood`) from the training patients' class tokens in
+    ``emb`` (original images only: augmented views are not images a user sends)."""
+    from saerad.ood import calibrate
+
+    emb = emb.originals()
+    rows = vector_rows(emb.ids, split.role_of_image())[TRAIN]
+    if not rows:
+        raise ConfigError("no class tokens of training patients to calibrate the out-of-distribution check on")
+    patient = {i: s.patient_id for s in split.train for i in s.image_ids}
+    return calibrate(emb.tokens[rows], [patient[emb.ids[i]] for i in rows],
+                     meta={"calibrated_on": "training patients' original images", "encoder": emb.encoder})
+
+
+def add_ood_to_bundle(bundle: str | Path | None, dataset: str, root: str | Path, *,
+                      embeddings: str | Path | None = None, device: str = "cpu", progress: bool = True):
+    """Calibrate the out-of-distribution check of an existing bundle on its training patients and
+    write it into the bundle (``saerad calibrate-ood``); returns the check.
+
+    The training patients are :mod:`saerad.datasets.split`'s default ones on ``dataset`` at
+    ``root``, the patients ``saerad build`` trained that bundle on. Their class tokens come from
+    ``embeddings`` (``saerad embed`` with the bundle's encoder, e.g. the build's
+    ``<out>.work/embeddings.safetensors``) or are computed here.
+    """
+    import tempfile
+
+    from saerad.bundle import Bundle
+    from saerad.encoders.store import EmbeddingSet
+
+    loaded = Bundle.load(bundle)
+    trained_on = loaded.manifest.data.dataset
+    if trained_on != dataset:
+        raise ConfigError(f"bundle {loaded.manifest.name!r} was trained on {trained_on}, not {dataset}: "
+                          "calibrate it on its own training data")
+    studies = [s for s in load_dataset(dataset, root) if s.image_paths]
+    split = partition(studies, DEFAULT_POLICY)
+    expected = loaded.manifest.data.splits.get(TRAIN)
+    found = sum(len(s.image_ids) for s in split.train)
+    if expected is not None and expected != found:
+        log.warning("the bundle was trained on %d images of training patients; %s at %s has %d",
+                    expected, dataset, root, found)
+    if embeddings is not None:
+        emb = EmbeddingSet.load(embeddings)
+        loaded.check_tokens(emb)
+        return _install_ood(loaded, calibrate_ood(emb, split))
+    from saerad.encoders.extract import EmbedJob, items_from_studies, run_embedding
+
+    encoder = loaded.load_encoder(device)
+    with tempfile.TemporaryDirectory(prefix="saerad-ood-") as tmp:
+        job = EmbedJob(out=Path(tmp) / "train.safetensors", num_workers=0, progress=progress,
+                       meta={"dataset": dataset, "root": str(root)})
+        run_embedding(items_from_studies(split.train), encoder, job)
+        return _install_ood(loaded, calibrate_ood(EmbeddingSet.load(job.out), split))
+
+
+def _install_ood(loaded, check):
+    from saerad.bundle import add_ood_check
+
+    add_ood_check(loaded.path, check)
+    return check
+
+
 def _describer(cfg: BuildConfig, paths: _Paths):
     from saerad.features.describers import make_describer
 
@@ -311,6 +398,7 @@ def _describer(cfg: BuildConfig, paths: _Paths):
 def _bundle(cfg: BuildConfig, split: Partition, paths: _Paths) -> None:
     from saerad.encoders import load_encoder
     from saerad.features.dictionary import FeatureDictionary
+    from saerad.ood import TypicalityCheck
     from saerad.sae.model import GatedSAE
 
     sae = GatedSAE.load(paths.sae)
@@ -351,6 +439,7 @@ def _bundle(cfg: BuildConfig, split: Partition, paths: _Paths) -> None:
         report=ReportDefaults(usable_only=not cfg.findings_from_all_described),
         diffusion_dir=cfg.diffusion,
         diffusion=diffusion,
+        ood=TypicalityCheck.load(paths.ood),
         build={
             "command": "saerad build",
             "dataset": cfg.dataset,

@@ -8,6 +8,8 @@ Layout::
       dictionary.json      saerad.features.FeatureDictionary
       encoder/             optional: a Hugging Face Dinov2 directory (encoder spec "hf:encoder")
       diffusion/           optional: the class-token-conditioned diffusion model
+      ood/                 optional: the out-of-distribution check (saerad.ood), calibrated on the
+                           bundle's training tokens; a bundle without it loads and reports unchecked
 
 The manifest lists the sha256 of every file. :meth:`Bundle.load` checks the format version, every
 checksum and that the parts fit together (encoder dim = SAE input, one dictionary entry per SAE
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from saerad.encoders.base import ClassTokenEncoder
     from saerad.encoders.store import EmbeddingSet
     from saerad.features.dictionary import FeatureDictionary
+    from saerad.ood import TypicalityCheck
     from saerad.sae.model import GatedSAE
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,7 @@ SAE_DIR = "sae"
 DICTIONARY_FILE = "dictionary.json"
 ENCODER_DIR = "encoder"
 DIFFUSION_DIR = "diffusion"
+OOD_DIR = "ood"
 DEFAULT_BUNDLE = Path(saerad.__file__).resolve().parent / "default_bundle"
 
 
@@ -89,6 +93,15 @@ class DiffusionEntry(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
 
 
+class OODEntry(BaseModel):
+    """The out-of-distribution check (:mod:`saerad.ood`): where it is and how it was calibrated."""
+
+    path: str = OOD_DIR
+    method: str
+    threshold: float
+    calibration: dict[str, Any] = Field(default_factory=dict)  # images, patients, folds, quantile, margin...
+
+
 class DataEntry(BaseModel):
     """What the bundle was trained on and the terms it inherits from that data."""
 
@@ -121,6 +134,7 @@ class Manifest(BaseModel):
     sae: SAEEntry
     dictionary: DictionaryEntry
     diffusion: DiffusionEntry | None = None
+    ood: OODEntry | None = None
     data: DataEntry
     report: ReportDefaults = Field(default_factory=ReportDefaults)
     build: dict[str, Any] = Field(default_factory=dict)
@@ -130,11 +144,13 @@ class Manifest(BaseModel):
 class Bundle:
     """A loaded, validated bundle. Use :meth:`load`; the constructor trusts its arguments."""
 
-    def __init__(self, path: Path, manifest: Manifest, sae: GatedSAE, dictionary: FeatureDictionary) -> None:
+    def __init__(self, path: Path, manifest: Manifest, sae: GatedSAE, dictionary: FeatureDictionary,
+                 ood: TypicalityCheck | None = None) -> None:
         self.path = path
         self.manifest = manifest
         self.sae = sae
         self.dictionary = dictionary
+        self.ood = ood  # None: the bundle carries no out-of-distribution check
 
     @property
     def encoder_spec(self) -> str:
@@ -213,6 +229,7 @@ class Bundle:
             "sae": {"d_in": m.sae.config.get("d_in"), "d_sae": m.sae.config.get("d_sae")},
             "dictionary": {"describer": m.dictionary.describer, "n_usable": m.dictionary.n_usable},
             "diffusion": None if m.diffusion is None else m.diffusion.config.get("version", "present"),
+            "ood_check": None if m.ood is None else m.ood.method,
             "data": m.data.dataset,
             "license": m.data.license,
         }
@@ -227,7 +244,7 @@ class Bundle:
         if verify:
             verify_files(root, manifest)
         sae, dictionary = _load_parts(root, manifest, device)
-        return cls(root, manifest, sae, dictionary)
+        return cls(root, manifest, sae, dictionary, ood=_load_ood(root, manifest, int(sae.cfg.d_in)))
 
 
 def bundle_root(path: str | os.PathLike | None) -> Path:
@@ -321,6 +338,17 @@ def _load_parts(root: Path, manifest: Manifest, device: str | torch.device) -> t
     return sae, dictionary
 
 
+def _load_ood(root: Path, manifest: Manifest, d_in: int) -> TypicalityCheck | None:
+    if manifest.ood is None:
+        return None
+    from saerad.ood import TypicalityCheck
+
+    check = TypicalityCheck.load(root / manifest.ood.path)
+    if check.dim != d_in:
+        raise BundleError(f"bundle {root}: the out-of-distribution check is for {check.dim}-d tokens, the SAE for {d_in}-d")
+    return check
+
+
 def check_consistency(manifest: Manifest, sae: GatedSAE, dictionary: FeatureDictionary, root: Path | str) -> None:
     """The encoder, SAE and dictionary must describe the same feature space."""
     d_in, d_sae = int(sae.cfg.d_in), int(sae.cfg.d_sae)
@@ -386,12 +414,13 @@ def write_bundle(
     encoder_dir: str | os.PathLike | None = None,
     diffusion_dir: str | os.PathLike | None = None,
     diffusion: DiffusionEntry | None = None,
+    ood: TypicalityCheck | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write a complete bundle to ``out`` (staged, then renamed into place); returns ``out``.
 
     ``encoder_dir`` copies a Hugging Face encoder directory into the bundle (spec becomes
-    ``hf:encoder``).
+    ``hf:encoder``); ``ood`` is the out-of-distribution check calibrated on its training tokens.
     """
 
     def fill(stage: Path) -> Manifest:
@@ -412,6 +441,7 @@ def write_bundle(
             sae=SAEEntry(config=_sae_config(sae), metrics=sae_metrics or {}),
             dictionary=summarize_dictionary(dictionary),
             diffusion=diff,
+            ood=None if ood is None else _save_ood(ood, stage),
             data=data,
             report=report or ReportDefaults(),
             build=build or {},
@@ -420,6 +450,37 @@ def write_bundle(
         return manifest
 
     return _stage(Path(out), fill, overwrite=overwrite)
+
+
+def _save_ood(check: TypicalityCheck, stage: Path) -> OODEntry:
+    from saerad.ood import METHOD
+
+    check.save(stage / OOD_DIR)
+    return OODEntry(method=METHOD, threshold=round(check.threshold, 6), calibration=check.meta)
+
+
+def add_ood_check(path: str | os.PathLike, check: TypicalityCheck) -> Path:
+    """Add (or replace) the out-of-distribution check of the bundle at ``path``, in place.
+
+    Everything else is copied unchanged into a staged sibling; the manifest gains its ``ood`` entry
+    and new checksums, and the result replaces the bundle in one rename, as :func:`write_bundle` does.
+    """
+    root = bundle_root(path)
+    manifest = read_manifest(root)
+    verify_files(root, manifest)
+    if check.dim != int(manifest.encoder.dim):
+        raise BundleError(f"the check is for {check.dim}-d class tokens but bundle {root} uses {manifest.encoder.dim}-d ones")
+    old_ood = None if manifest.ood is None else manifest.ood.path
+
+    def fill(stage: Path) -> Manifest:
+        for rel in manifest.files:
+            if old_ood is not None and (rel == old_ood or rel.startswith(old_ood.rstrip("/") + "/")):
+                continue
+            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / rel, stage / rel)
+        return manifest.model_copy(update={"ood": _save_ood(check, stage)})
+
+    return _stage(root, fill, overwrite=True)
 
 
 def _sae_config(sae: GatedSAE) -> dict[str, Any]:

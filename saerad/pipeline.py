@@ -17,9 +17,10 @@ import torch
 from saerad.bundle import Bundle
 from saerad.devices import AUTO, resolve_device
 from saerad.errors import ConfigError
+from saerad.ood import METHOD
 from saerad.radtext import Labeler, label_report
 from saerad.report.composer import Composition, compose
-from saerad.report.schema import GroundedReport, ImageInfo
+from saerad.report.schema import OUT_OF_DISTRIBUTION_WARNING, GroundedReport, ImageInfo, OutOfDistribution
 from saerad.report.select import FeatureSelector, check_selection_options
 
 if TYPE_CHECKING:
@@ -109,6 +110,7 @@ class Reporter:
             f = self.bundle.sae.encode(token.to(self.bundle.sae.W_enc.device)).float().cpu().numpy()[0]
         timings["sae"] = _ms(t)
         report = self._compose(f, top_k=top_k, threshold=threshold, usable_only=usable_only, timings=timings)
+        self._check_distribution(report, token)
         report.image = ImageInfo(
             height=int(xray.original_size[0]), width=int(xray.original_size[1]), source_format=xray.source_format
         )
@@ -139,10 +141,13 @@ class Reporter:
         usable_only: bool | None = None,
     ) -> list[GroundedReport]:
         """Reports for precomputed class tokens (evaluation runs reuse stored embeddings)."""
-        return [
+        reports = [
             self._compose(row, top_k=top_k, threshold=threshold, usable_only=usable_only, timings={})
             for row in self.features(tokens)
         ]
+        for report, token in zip(reports, tokens, strict=True):
+            self._check_distribution(report, token[None])
+        return reports
 
     def report_features(
         self,
@@ -190,6 +195,20 @@ class Reporter:
             composer=composition.composer,
             notes=[*selection.notes, *composition.notes],
         )
+
+    def _check_distribution(self, report: GroundedReport, token: torch.Tensor) -> None:
+        """The bundle's out-of-distribution check on one class token, and the warning when it fails."""
+        check = self.bundle.ood
+        if check is None:
+            return
+        result = check.assess(token)[0]
+        report.out_of_distribution = OutOfDistribution(
+            flagged=result.flagged, distance=result.distance, threshold=result.threshold,
+            training_share_farther=result.training_share_farther, method=METHOD,
+        )
+        if result.flagged:
+            report.warnings.append(OUT_OF_DISTRIBUTION_WARNING)
+            log.info("image flagged as out of distribution (distance %.1f > %.1f)", result.distance, result.threshold)
 
     def _rephrase(self, composition: Composition) -> Composition:
         from saerad.report.llm_composer import rephrase

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("inputs", ("saerad.imaging", "saerad.radtext")),
     ("datasets", ("saerad.datasets",)),
     ("encoders", ("saerad.encoders",)),
-    ("sae", ("saerad.sae",)),
+    ("sae", ("saerad.sae", "saerad.ood")),
     ("dictionary", ("saerad.features",)),
     ("bundle", ("saerad.bundle",)),
     ("report", ("saerad.report",)),

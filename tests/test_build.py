@@ -61,7 +61,7 @@ def test_build_skip_and_resume(dataset, tmp_path):
     out = tmp_path / "bundle"
     cfg = _config(dataset, out)
     first = build(cfg)
-    assert first.ran == {"embed": True, "train-sae": True, "dictionary": True, "bundle": True}
+    assert first.ran == {"embed": True, "train-sae": True, "dictionary": True, "ood": True, "bundle": True}
 
     bundle = Bundle.load(out)
     m = bundle.manifest
@@ -79,13 +79,16 @@ def test_build_skip_and_resume(dataset, tmp_path):
     assert not test_images & {t.image_id for f in bundle.dictionary.features for t in f.top_images}
     sae_run = json.loads((cfg.work_dir / "sae" / "metrics.json").read_text())
     assert sae_run["vectors"] == {"train": counts["train"], "held_out": counts["held_out"]}
+    # the out-of-distribution check is calibrated on the training patients' images only
+    assert m.ood is not None and bundle.ood is not None and bundle.ood.dim == 32
+    assert m.ood.calibration["n_images"] == counts["train"] and m.ood.threshold == pytest.approx(bundle.ood.threshold)
 
     again = build(cfg)
     assert not any(again.ran.values()), "everything current: nothing re-runs"
 
     # Only the later stages depend on the dictionary options; --no-report-text only on the bundle.
     changed = build(_config(dataset, out, top_images=3, include_report_text=False))
-    assert changed.ran == {"embed": False, "train-sae": False, "dictionary": True, "bundle": True}
+    assert changed.ran == {"embed": False, "train-sae": False, "dictionary": True, "ood": False, "bundle": True}
     assert not Bundle.load(out).manifest.dictionary.includes_report_text
 
     # A stage whose stamp is lost re-runs; the SAE trainer resumes from its final checkpoint, so the
@@ -93,7 +96,7 @@ def test_build_skip_and_resume(dataset, tmp_path):
     sae_before = path_fingerprint(cfg.work_dir / "sae" / "sae.safetensors")
     stamp_path(cfg.work_dir, "train-sae").unlink()
     resumed = build(_config(dataset, out, top_images=3, include_report_text=False))
-    assert resumed.ran == {"embed": False, "train-sae": True, "dictionary": False, "bundle": False}
+    assert resumed.ran == {"embed": False, "train-sae": True, "dictionary": False, "ood": False, "bundle": False}
     assert path_fingerprint(cfg.work_dir / "sae" / "sae.safetensors") == sae_before
 
 
@@ -152,3 +155,39 @@ def test_build_from_precomputed_embeddings_with_options(dataset, tmp_path):
     with pytest.raises(ConfigError, match="describer options"):
         build(_config(dataset, tmp_path / "d", describer_options={"no_such_option": 1}))
     assert not (tmp_path / "d.work").exists(), "bad options are refused before any stage runs"
+
+
+def test_calibrate_ood_adds_the_check_to_a_bundle_built_without_it(dataset, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    import saerad.cli.build  # noqa: F401
+    from saerad.bundle import MANIFEST
+    from saerad.cli import app
+    from saerad.errors import ConfigError
+
+    root, _ = dataset
+    out = tmp_path / "old-bundle"
+    cfg = _config(dataset, out)
+    build(cfg)
+    # A bundle of an earlier saerad: no ood entry, no ood files.
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest.pop("ood")
+    manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith("ood/")}
+    shutil.rmtree(out / "ood")
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    assert Bundle.load(out).ood is None  # still loads, unchecked
+
+    for extra in ([], ["--embeddings", str(cfg.work_dir / "embeddings.safetensors")]):
+        result = CliRunner().invoke(app, ["calibrate-ood", "--bundle", str(out), "--dataset", "folder",
+                                          "--root", str(root), "--device", "cpu", *extra])
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        assert result.exit_code == 0, result.output
+        assert "out-of-distribution check added" in result.stdout
+        loaded = Bundle.load(out)
+        assert loaded.ood is not None
+        assert loaded.manifest.ood.calibration["n_images"] == loaded.manifest.data.splits["train"]
+    result = CliRunner().invoke(app, ["calibrate-ood", "--bundle", str(out), "--dataset", "covid-cxr", "--root", str(root)])
+    assert isinstance(result.exception, ConfigError) and "was trained on folder" in str(result.exception)

@@ -192,3 +192,37 @@ def test_check_tokens_wants_the_bundles_encoder(bundle_dir):
         bundle.check_tokens(EmbeddingSet(ids=["a"], tokens=torch.zeros(1, D_IN), encoder="default"))
     with pytest.raises(BundleError, match="expects 32"):
         bundle.check_tokens(EmbeddingSet(ids=["a"], tokens=torch.zeros(1, 8), encoder=bundle.encoder_spec))
+
+
+def test_an_ood_check_is_added_in_place_and_verified(bundle_dir):
+    import numpy as np
+
+    from saerad.bundle import add_ood_check
+    from saerad.ood import calibrate
+
+    before = json.loads((bundle_dir / MANIFEST).read_text())
+    rng = np.random.default_rng(0)
+    check = calibrate(rng.normal(size=(40, D_IN)), [f"p{i // 2}" for i in range(40)])
+    add_ood_check(bundle_dir, check)
+    loaded = Bundle.load(bundle_dir)
+    assert loaded.ood is not None and loaded.ood.threshold == pytest.approx(check.threshold)
+    after = json.loads((bundle_dir / MANIFEST).read_text())
+    assert after["ood"]["method"] == "mahalanobis-ledoit-wolf"
+    assert {k: v for k, v in after["files"].items() if not k.startswith("ood/")} == before["files"]
+    assert {"ood/ood.json", "ood/ood.safetensors"} <= set(after["files"])
+    assert not [p.name for p in bundle_dir.parent.iterdir() if p.name.startswith(".")]  # no staging left
+    add_ood_check(bundle_dir, check)  # replacing it works too
+    (bundle_dir / "ood" / "ood.json").write_text("{}")
+    with pytest.raises(BundleError, match="ood/ood.json does not match its checksum"):
+        Bundle.load(bundle_dir)
+
+
+def test_an_ood_check_of_another_width_is_refused(bundle_dir):
+    import numpy as np
+
+    from saerad.bundle import add_ood_check
+    from saerad.ood import calibrate
+
+    check = calibrate(np.random.default_rng(0).normal(size=(10, D_IN + 1)), [f"p{i}" for i in range(10)])
+    with pytest.raises(BundleError, match=f"{D_IN + 1}-d class tokens"):
+        add_ood_check(bundle_dir, check)

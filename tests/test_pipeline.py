@@ -168,3 +168,48 @@ def test_reporter_keeps_its_device(bundle_dir, reporter):
     assert Reporter(reporter.bundle, reporter.encoder).device == reporter.bundle.sae.W_enc.device
     with pytest.raises(ConfigError, match="unknown device"):
         Reporter.from_bundle(bundle_dir, device="gpu0")
+
+
+# ------------------------------------------------------------------------- out-of-distribution check
+
+
+@pytest.fixture(scope="module")
+def checked_bundle(tmp_path_factory, bundle_dir):
+    """The tiny bundle with an out-of-distribution check calibrated on 30 radiograph-like images."""
+    import shutil
+
+    from saerad.bundle import add_ood_check
+    from saerad.imaging import load_xray
+    from saerad.ood import calibrate
+
+    root = tmp_path_factory.mktemp("ood")
+    bundle = Path(shutil.copytree(bundle_dir, root / "bundle"))
+    plain = Reporter.from_bundle(bundle)
+    images = [load_xray(random_xray_png(root / f"t{i}.png", seed=100 + i)).pixels for i in range(30)]
+    tokens = plain.encoder.encode_images(images)
+    add_ood_check(bundle, calibrate(tokens, [f"p{i}" for i in range(30)]))
+    return bundle
+
+
+def test_a_bundle_without_the_check_reports_unchecked(reporter, image):
+    report = reporter.report(image)
+    assert reporter.bundle.ood is None and report.out_of_distribution is None and report.warnings == []
+
+
+def test_images_unlike_the_training_ones_carry_a_warning(checked_bundle, tmp_path):
+    from PIL import Image
+
+    from saerad.report.schema import OUT_OF_DISTRIBUTION_WARNING
+
+    reporter = Reporter.from_bundle(checked_bundle)
+    assert reporter.bundle.manifest.ood is not None and reporter.bundle.info()["ood_check"]
+    like = reporter.report(random_xray_png(tmp_path / "new.png", seed=999))
+    assert like.out_of_distribution is not None and not like.out_of_distribution.flagged
+    assert like.warnings == [] and not like.text().startswith("Warning")
+    Image.new("L", (1, 1), 255).save(tmp_path / "dot.png")
+    dot = reporter.report(tmp_path / "dot.png")
+    assert dot.out_of_distribution.flagged and dot.out_of_distribution.distance > dot.out_of_distribution.threshold
+    assert dot.warnings == [OUT_OF_DISTRIBUTION_WARNING] and dot.text().startswith(OUT_OF_DISTRIBUTION_WARNING)
+    assert OUT_OF_DISTRIBUTION_WARNING not in dot.findings_text()  # evaluation scores the findings alone
+    tokens = reporter.encoder.encode_images([np.ones((1, 1), np.float32)])
+    assert reporter.report_tokens(tokens)[0].out_of_distribution.flagged

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from saerad.cli.app import DatasetOption, DeviceOption, app
+from saerad.cli.app import BundleOption, DatasetOption, DeviceOption, app
 
 
 class DescriberChoice(str, Enum):
@@ -79,3 +79,27 @@ def build_command(
         typer.echo(f"{stage:<11} {'ran' if ran else 'current (skipped)'}")
     typer.echo(f"bundle written to {result.out}")
 
+
+
+@app.command("calibrate-ood")
+def calibrate_ood_command(
+    dataset: DatasetOption,
+    root: Path = typer.Option(..., "--root", exists=True, file_okay=False, help="The bundle's training dataset folder."),
+    bundle: BundleOption = None,
+    embeddings: Path | None = typer.Option(None, "--embeddings", exists=True, dir_okay=False, help="Class tokens of the dataset from `saerad embed` with the bundle's encoder (e.g. the build's OUT.work/embeddings.safetensors); default: embed the training images here."),
+    device: DeviceOption = "auto",
+) -> None:
+    """Add the out-of-distribution check to an existing bundle (built before `saerad build` made one).
+
+    It is calibrated on the class tokens of the bundle's training patients (saerad.datasets.split on
+    --dataset/--root, as `saerad build` split them) and written into the bundle in place, with new
+    checksums; everything else in the bundle stays as it is.
+    """
+    from saerad.build import add_ood_to_bundle
+    from saerad.devices import resolve_device
+
+    check = add_ood_to_bundle(bundle, dataset, root, embeddings=embeddings, device=str(resolve_device(device)))
+    meta = check.meta
+    typer.echo(f"out-of-distribution check added: threshold {check.threshold:.2f} (Mahalanobis distance), "
+               f"calibrated on {meta['n_images']} images of {meta['n_patients']} training patients; "
+               f"{meta['training_flagged_share']:.1%} of them flagged out of fold")

@@ -35,7 +35,6 @@ def embed(
     from saerad.devices import resolve_device
     from saerad.encoders import load_encoder
     from saerad.encoders.extract import DistInfo, EmbedJob, items_from_studies, run_embedding
-
     from saerad.fileio import check_output_path
 
     check_output_path(out, kind="file")

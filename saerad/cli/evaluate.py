@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
-
-from typing import Literal
 
 from saerad.cli.app import BundleOption, DatasetOption, DeviceOption, app
 

@@ -204,8 +204,12 @@ def format_text(report) -> str:
         strength = f", strength {f.strength:.2f}" if f.strength is not None else ""
         lines.append(f"  #{f.id:<5} activation {f.activation:.2f}{strength}  {what}")
     bundle = report.bundle
+    ood = report.out_of_distribution
+    check = ("no out-of-distribution check in this bundle" if ood is None else
+             f"out-of-distribution check: distance {ood.distance:.1f} "
+             f"{'>' if ood.flagged else '<='} threshold {ood.threshold:.1f}")
     lines.append(
-        f"bundle {bundle.get('name')} v{bundle.get('version')}; composer {report.composer}; "
+        f"bundle {bundle.get('name')} v{bundle.get('version')}; composer {report.composer}; {check}; "
         f"{report.timings_ms.get('total', 0.0):.0f} ms"
     )
     if report.localization is not None:

@@ -47,9 +47,8 @@ def train_sae_command(
     from saerad.datasets.ids import base_id
     from saerad.datasets.split import HELD_OUT, TRAIN, embedding_roles, read_split_file, vector_rows
     from saerad.errors import ConfigError
-    from saerad.sae.run import default_train_config, load_embedding_files, train_sae
-
     from saerad.fileio import check_output_path
+    from saerad.sae.run import default_train_config, load_embedding_files, train_sae
 
     check_output_path(out, kind="folder")
     emb = load_embedding_files(embeddings)

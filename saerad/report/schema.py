@@ -82,6 +82,26 @@ NOTHING_VALIDATED = (
 )
 
 
+OUT_OF_DISTRIBUTION_WARNING = (
+    "Warning: this image does not look like the chest X-rays this model was trained on, so the "
+    "findings below say nothing reliable about it."
+)
+
+
+class OutOfDistribution(BaseModel):
+    """How the image's class token compares with the bundle's training images (:mod:`saerad.ood`).
+
+    ``flagged`` when ``distance`` exceeds ``threshold``; ``training_share_farther`` is the share of
+    unseen training images (out of fold) at least as far, a p-value-like reading of the distance.
+    """
+
+    flagged: bool
+    distance: float
+    threshold: float
+    training_share_farther: float
+    method: str
+
+
 class ImageInfo(BaseModel):
     """What the decoder saw: boxes are relative to this size."""
 
@@ -108,7 +128,9 @@ class GroundedReport(BaseModel):
     that held up on held-out patients; :meth:`text` then says so).
     ``research_use_only`` is always true: no model here is a medical device. ``notes`` says what the
     composer did that a reader should know (e.g. an LLM rewrite rejected and replaced by the
-    deterministic text); it never repeats report text.
+    deterministic text); it never repeats report text. ``out_of_distribution`` is the bundle's
+    check of the image (None when the bundle has none); ``warnings`` are what a reader must see
+    before the findings (:meth:`text` starts with them).
     """
 
     schema_version: str = SCHEMA_VERSION
@@ -122,6 +144,8 @@ class GroundedReport(BaseModel):
     notes: list[str] = Field(default_factory=list)
     image: ImageInfo | None = None
     localization: Localization | None = None  # None: not localised (boxes and heatmaps stay null)
+    out_of_distribution: OutOfDistribution | None = None
+    warnings: list[str] = Field(default_factory=list)
 
     def findings_text(self) -> str:
         """The findings section as written, one paragraph (empty when nothing was validated): what
@@ -129,8 +153,9 @@ class GroundedReport(BaseModel):
         return " ".join(s.text.strip() for s in self.findings if s.text.strip())
 
     def text(self) -> str:
-        """What a reader sees: the findings section, or the plain statement that nothing was validated."""
-        return self.findings_text() or NOTHING_VALIDATED
+        """What a reader sees: the warnings, then the findings section or the plain statement that
+        nothing was validated."""
+        return " ".join([*self.warnings, self.findings_text() or NOTHING_VALIDATED])
 
     def to_radfact(self) -> list[dict[str, Any]]:
         """The MAIRA-2 / RadFact grounded form: ``[{"text", "boxes"}]`` and nothing else."""

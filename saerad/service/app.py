@@ -108,7 +108,7 @@ def create_app(settings: ServiceSettings | None = None, *, reporter: Reporter | 
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["X-API-Key", "Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Location", "Retry-After"],
+            expose_headers=["X-Request-ID", "Location", "Retry-After", "Saerad-Out-Of-Distribution"],
         )
     app.add_middleware(RequestContextMiddleware)
     return app

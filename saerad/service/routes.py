@@ -79,25 +79,31 @@ def _accepted(job_id: str, kind: str) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=202, headers={"Location": link})
 
 
+OOD_HEADER = "Saerad-Out-Of-Distribution"
+
+
 def _format_report(report: GroundedReport, fmt: ReportFormat, request: Request, xray: XRay) -> Response:
+    # The flag travels as a header in every format (the JSON also has it in out_of_distribution).
+    ood = report.out_of_distribution
+    headers = {} if ood is None else {OOD_HEADER: "true" if ood.flagged else "false"}
     if fmt is ReportFormat.text:
-        return PlainTextResponse(report.text() + "\n")
+        return PlainTextResponse(report.text() + "\n", headers=headers)
     if fmt is ReportFormat.fhir:
         from saerad.report.fhir import to_fhir
 
         report_id = str(request.scope.get("state", {}).get("request_id", "saerad-report"))
-        return JSONResponse(to_fhir(report, report_id=report_id[:64]), media_type=FHIR_MEDIA_TYPE)
+        return JSONResponse(to_fhir(report, report_id=report_id[:64]), media_type=FHIR_MEDIA_TYPE, headers=headers)
     if fmt is ReportFormat.fhir_bundle:
         from saerad.report.fhir import to_fhir_transaction
 
-        return JSONResponse(to_fhir_transaction([report], [xray.dicom]), media_type=FHIR_MEDIA_TYPE)
+        return JSONResponse(to_fhir_transaction([report], [xray.dicom]), media_type=FHIR_MEDIA_TYPE, headers=headers)
     if fmt is ReportFormat.dicom_sr:
         from saerad.report.dicom_sr import sr_bytes, to_dicom_sr
 
         sr = to_dicom_sr(report, xray.dicom, source_format=xray.source_format)
         return Response(sr_bytes(sr), media_type=DICOM_MEDIA_TYPE,
-                        headers={"Content-Disposition": f'attachment; filename="{sr.SOPInstanceUID}.dcm"'})
-    return JSONResponse(report.model_dump(mode="json"))
+                        headers={"Content-Disposition": f'attachment; filename="{sr.SOPInstanceUID}.dcm"', **headers})
+    return JSONResponse(report.model_dump(mode="json"), headers=headers)
 
 
 # --------------------------------------------------------------------------------------- reports
@@ -109,7 +115,9 @@ def _format_report(report: GroundedReport, fmt: ReportFormat, request: Request, 
     responses={
         200: {
             "description": "The report (json: GroundedReport; text: findings paragraph; fhir: DiagnosticReport; "
-            "fhir-bundle: transaction Bundle; dicom-sr: Comprehensive 3D SR file).",
+            "fhir-bundle: transaction Bundle; dicom-sr: Comprehensive 3D SR file). When the bundle has an "
+            "out-of-distribution check, header Saerad-Out-Of-Distribution is true or false, and a flagged "
+            "report starts with a warning.",
             "content": {
                 "application/json": {"schema": GroundedReport.model_json_schema(ref_template="#/components/schemas/{model}")},
                 "text/plain": {"schema": {"type": "string"}},

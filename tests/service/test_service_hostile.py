@@ -132,3 +132,53 @@ def test_a_trickling_upload_hits_the_total_deadline(start_server):
     assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
     assert b"not complete after 1.5 s" in reply
     assert time.monotonic() - t0 < 5.0
+
+
+# ------------------------------------------------------------------------- not a chest X-ray
+
+
+@pytest.fixture(scope="module")
+def ood_reporter(tmp_path_factory, tiny_bundle_no_diffusion):
+    """The tiny bundle with an out-of-distribution check calibrated on 30 radiograph-like images."""
+    import shutil
+    from pathlib import Path
+
+    from report_builders import random_xray_png
+
+    from saerad.bundle import add_ood_check
+    from saerad.imaging import load_xray
+    from saerad.ood import calibrate
+    from saerad.pipeline import Reporter
+
+    root = tmp_path_factory.mktemp("ood-svc")
+    bundle = Path(shutil.copytree(tiny_bundle_no_diffusion, root / "bundle"))
+    plain = Reporter.from_bundle(bundle)
+    images = [load_xray(random_xray_png(root / f"t{i}.png", seed=200 + i)).pixels for i in range(30)]
+    add_ood_check(bundle, calibrate(plain.encoder.encode_images(images), [f"p{i}" for i in range(30)]))
+    return Reporter.from_bundle(bundle)
+
+
+def test_a_non_xray_is_flagged_in_every_format(start_server, ood_reporter, tmp_path):
+    from report_builders import random_xray_png
+
+    from saerad.report.schema import OUT_OF_DISTRIBUTION_WARNING
+
+    live = start_server(use_reporter=ood_reporter)
+    dot = {"file": ("dot.png", _png(np.full((1, 1), 255, np.uint8)))}
+    like = {"file": ("x.png", random_xray_png(tmp_path / "x.png", seed=7).read_bytes())}
+    with live.client() as c:
+        flagged = c.post("/v1/reports", files=dot)
+        assert flagged.headers["saerad-out-of-distribution"] == "true"
+        body = flagged.json()
+        assert body["out_of_distribution"]["flagged"] is True and body["warnings"] == [OUT_OF_DISTRIBUTION_WARNING]
+        text = c.post("/v1/reports", params={"format": "text"}, files=dot)
+        assert text.headers["saerad-out-of-distribution"] == "true" and text.text.startswith(OUT_OF_DISTRIBUTION_WARNING)
+        fhir = c.post("/v1/reports", params={"format": "fhir"}, files=dot)
+        assert OUT_OF_DISTRIBUTION_WARNING in base64.b64decode(fhir.json()["presentedForm"][0]["data"]).decode()
+        ok = c.post("/v1/reports", files=like)
+        assert ok.headers["saerad-out-of-distribution"] == "false" and ok.json()["warnings"] == []
+
+
+def test_without_a_check_there_is_no_flag_header(client):
+    r = client.post("/v1/reports", files={"file": ("x.png", _xray_like())})
+    assert "saerad-out-of-distribution" not in r.headers and r.json()["out_of_distribution"] is None
