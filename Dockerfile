@@ -2,8 +2,17 @@
 #   docker build -t saerad:cpu .
 #   docker run -p 8000:8000 -v saerad-jobs:/data -v /path/to/bundle:/bundle:ro -e SAERAD_BUNDLE=/bundle saerad:cpu
 # Settings are SAERAD_* environment variables (README, docs/deployment.md). Research use only.
+# Offline or behind a mirror (docs/deployment.md#building-the-image-without-docker-hub):
+#   --build-arg PYTHON_IMAGE=<a local Python 3.11 image> --build-arg TORCH_PIP_ARGS="--no-index --find-links /wheels"
 
-FROM python:3.11-slim AS build
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS build
+# pip reads PIP_INDEX_URL, PIP_EXTRA_INDEX_URL and PIP_FIND_LINKS when they are given as build args.
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -11,7 +20,7 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 # CPU wheel of torch first, from PyTorch's CPU index, so `pip install .` finds it satisfied and never
 # pulls the CUDA build (several GB) from PyPI.
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+RUN pip install torch==2.13.0 $TORCH_PIP_ARGS
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY saerad ./saerad
@@ -22,7 +31,7 @@ RUN pip install . \
 ENV SAERAD_CACHE_DIR=/opt/saerad-cache
 RUN mkdir -p "$SAERAD_CACHE_DIR" && (saerad fetch-encoder || echo "note: default encoder not fetched; bundles must ship their encoder")
 
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
