@@ -65,8 +65,9 @@ MAX_PASS_PIXELS = 64 * 1024 * 1024
 _CHUNK_PIXELS = 1 << 20
 
 
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    """[0, 1] floats -> uint8 levels (round half to even), a block of rows at a time."""
+def quantize_8bit(image: np.ndarray) -> np.ndarray:
+    """[0, 1] floats -> uint8 levels (round half to even), a block of pixels at a time: the 8 bits
+    every encoder input goes through."""
     image = np.asarray(image)
     if image.ndim != 2:
         raise ValueError(f"expected a (H, W) gray image, got shape {image.shape}")
@@ -226,7 +227,7 @@ class ImagePreprocessor:
         The embedding job runs this half in DataLoader workers and ships 1 byte per pixel instead of
         12 (3 float channels), then calls :meth:`normalize_batch` on the device.
         """
-        gray8 = _to_uint8(image)
+        gray8 = quantize_8bit(image)
         gray = _letterbox(gray8, self.resample) if self.pad_to_square else Image.fromarray(gray8)
         del gray8
         if self.size:
@@ -344,7 +345,7 @@ class HFProcessorFallback:
         return self._processor
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
-        gray = _to_uint8(image)
+        gray = quantize_8bit(image)
         if self.pad_to_square:
             gray = np.asarray(_letterbox(gray, Image.Resampling.BICUBIC))
         elif max(gray.shape) > MAX_SQUARE_SIDE:  # bound what the processor gets, as the letterbox does

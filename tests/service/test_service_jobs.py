@@ -254,5 +254,5 @@ def test_stored_pixels_round_trip(tmp_path):
         assert back.original_size == xray.original_size and back.source_format == "png"
         if pixels is eight_bit:
             np.testing.assert_array_equal(back.pixels, pixels)  # exact for 8-bit sources
-        else:
-            np.testing.assert_allclose(back.pixels, pixels, atol=1 / 65535)
+        else:  # deeper sources: the 8 bits the encoder sees anyway
+            np.testing.assert_allclose(back.pixels, pixels, atol=0.5 / 255 + 1e-7)
