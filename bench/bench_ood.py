@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ood_images import CATEGORIES  # noqa: E402
 
 from saerad.datasets import load_dataset  # noqa: E402
-from saerad.datasets.split import DEFAULT_POLICY, TEST, TRAIN, partition  # noqa: E402
+from saerad.datasets.split import DEFAULT_POLICY, partition  # noqa: E402
 from saerad.errors import SaeradError  # noqa: E402
 from saerad.imaging import load_xray  # noqa: E402
 
