@@ -6,8 +6,8 @@ in the destination folder, flushed to disk, then renamed over the target. A rena
 the name points at, so a target that exists and is not a regular file (``/dev/full``, a FIFO, a
 socket) is refused instead: renaming over a device node would destroy it.
 
-:func:`check_output_path` is what every command runs on its ``--out`` before computing anything, so
-a bad path costs one line and no work.
+:func:`check_output_file` and :func:`check_output_dir` are what every command runs on its ``--out``
+before computing anything, so a bad path costs one line and no work.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from saerad.errors import ConfigError
 
@@ -88,50 +88,6 @@ def _refuse_special(path: Path) -> None:
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}", code="invalid_output") from exc
     if not stat.S_ISREG(mode):
         raise ConfigError(f"{path} is {_kind(mode)}; saerad only replaces regular files", code="invalid_output")
-
-
-def check_output_path(
-    path: str | os.PathLike,
-    *,
-    kind: Literal["file", "folder"],
-    option: str = "--out",
-    overwrite: bool = True,
-) -> Path:
-    """Refuse an output path that cannot or must not be written; returns it as a :class:`Path`.
-
-    ``kind="file"``: an existing target must be a regular file (and ``overwrite`` allowed);
-    ``kind="folder"``: an existing target must be a folder. Either way the parent folder must exist
-    and be writable: a mistyped path fails here with one line instead of after the computation, and
-    never creates folders the user did not ask for (``/nonexistent/dir/x.png``). Special files are
-    never replaced.
-    """
-    path = Path(path).expanduser()
-    try:
-        mode = path.stat().st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        mode = None
-    except OSError as exc:
-        raise ConfigError(f"{option} {path}: {exc.strerror or exc}", code="invalid_output") from exc
-    if mode is not None:
-        if kind == "folder" and not stat.S_ISDIR(mode):
-            raise ConfigError(f"{option} {path} is {_kind(mode) if not stat.S_ISREG(mode) else 'a file'}, "
-                              "not a folder", code="invalid_output")
-        if kind == "file" and not stat.S_ISREG(mode):
-            raise ConfigError(f"{option} {path} is {_kind(mode)}; give a path to a regular file",
-                              code="invalid_output")
-        if kind == "file" and not overwrite:
-            raise ConfigError(f"{option} {path} already exists; choose another path or allow overwriting",
-                              code="invalid_output")
-        if not os.access(path, os.W_OK):
-            raise ConfigError(f"{option} {path} is not writable (permission denied)", code="invalid_output")
-        return path
-    parent = path.parent
-    if not parent.is_dir():
-        what = "is not a folder" if parent.exists() else "does not exist"
-        raise ConfigError(f"{option} {path}: the folder {parent} {what}; create it first", code="invalid_output")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{option} {path}: cannot write into {parent} (permission denied)", code="invalid_output")
-    return path
 
 
 @contextlib.contextmanager

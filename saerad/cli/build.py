@@ -46,11 +46,11 @@ def build_command(
     split, else a patient hash) are never read, so `saerad evaluate` on the same data is fair.
     """
     from saerad.build import BuildConfig, build, parse_describer_options
-    from saerad.fileio import check_output_path
+    from saerad.fileio import check_output_dir
 
-    check_output_path(out, kind="folder")
+    check_output_dir(out)
     if work_dir is not None:
-        check_output_path(work_dir, kind="folder", option="--work-dir")
+        check_output_dir(work_dir)
     cfg = BuildConfig(
         dataset=dataset,
         root=root,

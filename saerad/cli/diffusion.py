@@ -43,9 +43,9 @@ def train_diffusion_cmd(
     """
     from saerad.devices import resolve_device
     from saerad.diffusion.data import load_pairs
-    from saerad.fileio import check_output_path
+    from saerad.fileio import check_output_dir
 
-    check_output_path(out, kind="folder")
+    check_output_dir(out)
     from saerad.diffusion.train import preset as make_preset
     from saerad.diffusion.train import train_diffusion
 

@@ -35,9 +35,9 @@ def embed(
     from saerad.devices import resolve_device
     from saerad.encoders import load_encoder
     from saerad.encoders.extract import DistInfo, EmbedJob, items_from_studies, run_embedding
-    from saerad.fileio import check_output_path
+    from saerad.fileio import check_output_file
 
-    check_output_path(out, kind="file")
+    check_output_file(out, overwrite=True)
     dist = DistInfo.from_env()
     on = resolve_device(device, local_rank=dist.local_rank if dist.world > 1 else None)
     items = items_from_studies(load_dataset(dataset, root))

@@ -23,10 +23,10 @@ def label_reports_cmd(
     import math
 
     from saerad.eval.io import atomic_write_text, read_reports
-    from saerad.fileio import check_output_path
+    from saerad.fileio import check_output_file
     from saerad.radtext import CONDITIONS, label_reports
 
-    check_output_path(out, kind="file")
+    check_output_file(out, overwrite=True)
     reports, id_col = read_reports(input, id_field=id_field, text_field=text_field)
     labels = label_reports(list(reports.values()))
     buffer = io.StringIO()
@@ -60,9 +60,9 @@ def score_cmd(
     from saerad.eval.io import read_reports
     from saerad.eval.scoring import score_reports
     from saerad.eval.tables import format_markdown
-    from saerad.fileio import check_output_path
+    from saerad.fileio import check_output_dir
 
-    check_output_path(out, kind="folder")
+    check_output_dir(out)
     preds, _ = read_reports(predictions, id_field=id_field, text_field=text_field)
     refs, _ = read_reports(references, id_field=id_field, text_field=text_field)
     metrics = score_reports(preds, refs, out, _options(resamples, seed, meteor, chexbert))
@@ -98,9 +98,9 @@ def evaluate_cmd(
     """Generate findings for a dataset's studies (bundle and/or baselines) and score them."""
     from saerad.eval.evaluate import evaluate_dataset
     from saerad.eval.tables import format_markdown
-    from saerad.fileio import check_output_path
+    from saerad.fileio import check_output_dir
 
-    check_output_path(out, kind="folder")
+    check_output_dir(out)
     kwargs = {"reports_root": reports_root} if reports_root is not None else {}
     metrics = evaluate_dataset(
         dataset,

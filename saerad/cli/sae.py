@@ -47,10 +47,10 @@ def train_sae_command(
     from saerad.datasets.ids import base_id
     from saerad.datasets.split import HELD_OUT, TRAIN, embedding_roles, read_split_file, vector_rows
     from saerad.errors import ConfigError
-    from saerad.fileio import check_output_path
+    from saerad.fileio import check_output_dir
     from saerad.sae.run import default_train_config, load_embedding_files, train_sae
 
-    check_output_path(out, kind="folder")
+    check_output_dir(out)
     emb = load_embedding_files(embeddings)
     groups, assignment = read_split_file(split_file) if split_file else ({}, {})
     roles = embedding_roles(emb.ids, held_out_fraction=held_out_fraction, salt=str(seed) if seed else "",

@@ -3,7 +3,7 @@
 Why SQLite (stdlib, WAL): finished results must survive a restart and be readable by every worker
 process or replica that shares the file, without another server to run. Derived results (report
 JSON, PNG maps) expire after ``ttl_s``. A job's input (its decoded pixels and options, never the
-uploaded file or a DICOM header) is kept beside it only while it is unfinished, so that a job
+uploaded file; see :mod:`saerad.service.tasks`) is kept beside it only while it is unfinished, so that a job
 whose process died runs again: the next process on the same host (or with the same replica id)
 queues it again, at most :data:`MAX_RESUMES` times. A job without a stored input (the operator
 turned that off), one resumed too often, or one older than ``stale_s`` is marked ``failed`` (code

@@ -76,7 +76,7 @@ class ServiceSettings(BaseSettings):
     )
     job_keep_inputs: bool = Field(
         True,
-        description="Keep an unfinished job's decoded pixels (8-bit PNG, never the file or DICOM header) in the job "
+        description="Keep an unfinished job's decoded pixels (8-bit PNG, never the uploaded file) in the job "
         "database until it ends, so a restart runs it again; false: memory only, and a restart fails it.",
     )
     replica_id: str | None = Field(

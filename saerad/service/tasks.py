@@ -8,8 +8,9 @@ as a PNG path or a ``data:`` URI; both are read into the store so the result out
 :data:`KINDS` names every job; :func:`job_input` and :func:`resume` turn a job into what the store
 keeps for a restart and back. The stored pixels are the decoded image in 8 bits, as a PNG: the
 encoder quantises to 8 bits itself, so a resumed job's report is the one it would have been; for
-deeper files the diffusion model's input moves by at most 1/510. Neither the uploaded file nor a
-DICOM header is kept.
+deeper files the diffusion model's input moves by at most 1/510. The uploaded file is never kept;
+a DICOM source's header (without pixel data) is kept only for outputs that must reference its
+study and patient (FHIR transaction Bundle, DICOM SR), which then carry that data anyway.
 """
 
 from __future__ import annotations
@@ -33,8 +34,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("saerad.service.tasks")
 
 
+#: Output formats that reference the source image's study and patient (from its DICOM header).
+FORMATS_NEEDING_SOURCE = frozenset({"fhir-bundle", "dicom-sr"})
+
+
 def job_input(xray: XRay, params: dict[str, Any]) -> JobInput:
-    """The X-ray's pixels (8-bit PNG) and the job's options, for the job store."""
+    """The X-ray's pixels (8-bit PNG), the job's options and, where the output needs it, the DICOM
+    header, for the job store."""
     import io
 
     from PIL import Image
@@ -43,17 +49,31 @@ def job_input(xray: XRay, params: dict[str, Any]) -> JobInput:
 
     buf = io.BytesIO()
     Image.fromarray(quantize_8bit(xray.pixels)).save(buf, format="PNG", compress_level=1)
-    meta = {"original_size": list(xray.original_size), "source_format": xray.source_format}
+    meta: dict[str, Any] = {"original_size": list(xray.original_size), "source_format": xray.source_format}
+    if xray.dicom is not None and params.get("fmt") in FORMATS_NEEDING_SOURCE:
+        import pydicom
+
+        header = io.BytesIO()
+        pydicom.dcmwrite(header, xray.dicom)
+        meta["dicom_header"] = base64.b64encode(header.getvalue()).decode("ascii")
     return JobInput(params={"options": params, "image": meta}, data=buf.getvalue())
 
 
 def restore_xray(stored: JobInput) -> XRay:
     """The X-ray :func:`job_input` stored (pixels through :func:`saerad.imaging.load_xray`)."""
+    import io
+
     from saerad.imaging import XRay, load_xray
 
     meta = stored.params["image"]
     pixels = load_xray(stored.data).pixels
-    return XRay(pixels=pixels, original_size=tuple(meta["original_size"]), source_format=str(meta["source_format"]))
+    header = None
+    if meta.get("dicom_header"):
+        import pydicom
+
+        header = pydicom.dcmread(io.BytesIO(base64.b64decode(meta["dicom_header"])), force=True)
+    return XRay(pixels=pixels, original_size=tuple(meta["original_size"]), source_format=str(meta["source_format"]),
+                dicom=header)
 
 
 def job_fn(reporter: Reporter, kind: str, xray: XRay, options: dict[str, Any]) -> JobFn:

@@ -256,3 +256,16 @@ def test_stored_pixels_round_trip(tmp_path):
             np.testing.assert_array_equal(back.pixels, pixels)  # exact for 8-bit sources
         else:  # deeper sources: the 8 bits the encoder sees anyway
             np.testing.assert_allclose(back.pixels, pixels, atol=0.5 / 255 + 1e-7)
+
+
+def test_a_dicom_header_is_stored_only_for_outputs_that_reference_the_study(fixtures_dir):
+    from saerad.imaging import load_xray
+    from saerad.service.tasks import job_input, restore_xray
+
+    xray = load_xray(fixtures_dir / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm")
+    assert xray.dicom is not None
+    plain = job_input(xray, {"fmt": "json"})
+    assert "dicom_header" not in plain.params["image"] and restore_xray(plain).dicom is None
+    sr = restore_xray(job_input(xray, {"fmt": "dicom-sr"}))
+    assert sr.dicom.StudyInstanceUID == xray.dicom.StudyInstanceUID and "PixelData" not in sr.dicom
+    np.testing.assert_array_equal(sr.pixels, restore_xray(plain).pixels)
