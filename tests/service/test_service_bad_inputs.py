@@ -101,8 +101,11 @@ def test_streamed_body_over_the_limit_is_cut_off_while_streaming(client, server)
 
 BAD_OPTIONS = [
     ("/v1/reports", {"format": "xml"}),
-    ("/v1/reports", {"top_k": "0"}),
+    ("/v1/reports", {"top_k": "-1"}),  # 0 is valid (finding rules only), as in the CLI
+    ("/v1/reports", {"top_k": "100001"}),
     ("/v1/reports", {"top_k": "many"}),
+    ("/v1/reports", {"threshold": "-5"}),
+    ("/v1/reports", {"threshold": "1e12"}),
     ("/v1/reports", {"threshold": "-1"}),
     ("/v1/reports", {"threshold": "nan"}),
     ("/v1/reports", {"threshold": "inf"}),
