@@ -10,7 +10,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "report"))
-from report_builders import DESCRIPTIONS, UNUSABLE, build_tiny_bundle, random_xray_png  # noqa: E402
+from report_builders import DESCRIPTIONS, UNUSABLE, build_tiny_bundle, copy_with_ood_check, random_xray_png  # noqa: E402
 
 from saerad.errors import BundleError, ConfigError, ImageDecodeError  # noqa: E402
 from saerad.pipeline import Reporter  # noqa: E402
@@ -176,19 +176,7 @@ def test_reporter_keeps_its_device(bundle_dir, reporter):
 @pytest.fixture(scope="module")
 def checked_bundle(tmp_path_factory, bundle_dir):
     """The tiny bundle with an out-of-distribution check calibrated on 30 radiograph-like images."""
-    import shutil
-
-    from saerad.bundle import add_ood_check
-    from saerad.imaging import load_xray
-    from saerad.ood import calibrate
-
-    root = tmp_path_factory.mktemp("ood")
-    bundle = Path(shutil.copytree(bundle_dir, root / "bundle"))
-    plain = Reporter.from_bundle(bundle)
-    images = [load_xray(random_xray_png(root / f"t{i}.png", seed=100 + i)).pixels for i in range(30)]
-    tokens = plain.encoder.encode_images(images)
-    add_ood_check(bundle, calibrate(tokens, [f"p{i}" for i in range(30)]))
-    return bundle
+    return copy_with_ood_check(bundle_dir, tmp_path_factory.mktemp("ood") / "bundle")
 
 
 def test_a_bundle_without_the_check_reports_unchecked(reporter, image):

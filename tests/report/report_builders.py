@@ -136,3 +136,20 @@ def random_xray_png(path: Path, *, seed: int = 0, size: tuple[int, int] = (64, 4
     rng = np.random.default_rng(seed)
     Image.fromarray(rng.integers(0, 256, size=size, dtype=np.uint8)).save(path)
     return path
+
+
+def copy_with_ood_check(bundle: Path, out: Path, *, n_images: int = 30, seed: int = 100) -> Path:
+    """A copy of ``bundle`` at ``out`` with an out-of-distribution check calibrated on ``n_images``
+    random radiograph-like PNGs (one patient each), written next to it."""
+    import shutil
+
+    from saerad.bundle import add_ood_check
+    from saerad.imaging import load_xray
+    from saerad.ood import calibrate
+    from saerad.pipeline import Reporter
+
+    copy = Path(shutil.copytree(bundle, out))
+    encoder = Reporter.from_bundle(copy).encoder
+    images = [load_xray(random_xray_png(out.parent / f"calib{i}.png", seed=seed + i)).pixels for i in range(n_images)]
+    add_ood_check(copy, calibrate(encoder.encode_images(images), [f"p{i}" for i in range(n_images)]))
+    return copy

@@ -140,22 +140,12 @@ def test_a_trickling_upload_hits_the_total_deadline(start_server):
 @pytest.fixture(scope="module")
 def ood_reporter(tmp_path_factory, tiny_bundle_no_diffusion):
     """The tiny bundle with an out-of-distribution check calibrated on 30 radiograph-like images."""
-    import shutil
-    from pathlib import Path
+    from report_builders import copy_with_ood_check
 
-    from report_builders import random_xray_png
-
-    from saerad.bundle import add_ood_check
-    from saerad.imaging import load_xray
-    from saerad.ood import calibrate
     from saerad.pipeline import Reporter
 
     root = tmp_path_factory.mktemp("ood-svc")
-    bundle = Path(shutil.copytree(tiny_bundle_no_diffusion, root / "bundle"))
-    plain = Reporter.from_bundle(bundle)
-    images = [load_xray(random_xray_png(root / f"t{i}.png", seed=200 + i)).pixels for i in range(30)]
-    add_ood_check(bundle, calibrate(plain.encoder.encode_images(images), [f"p{i}" for i in range(30)]))
-    return Reporter.from_bundle(bundle)
+    return Reporter.from_bundle(copy_with_ood_check(tiny_bundle_no_diffusion, root / "bundle", seed=200))
 
 
 def test_a_non_xray_is_flagged_in_every_format(start_server, ood_reporter, tmp_path):
