@@ -6,8 +6,9 @@ Starts ``saerad serve`` in a subprocess, then for each input resets the server's
 (``/proc/<pid>/clear_refs``), sends the request and reads how far the peak rose above the resident
 memory before it (``VmHWM - VmRSS``). Inputs: elongated strips, 64-Mpx images in 8 and 16 bits, a
 64-Mpx colour JPEG, a run-length-compressed DICOM, all within the default limits (20 MB upload,
-64 Mpx, 32,768 px a side), and a real radiograph for scale. ``--jobs`` also sends a localisation
-job and an intervention for the largest image (needs a bundle with a diffusion model).
+64 Mpx, 32,768 px a side), and a real radiograph for scale. ``--jobs`` also sends localisation
+jobs (attribution, counterfactual) and an intervention for the 16-bit 64-Mpx image (needs a bundle
+with a diffusion model).
 
 Target: every input within the limits adds <= 500 MB. Prints a Markdown table.
 """
@@ -122,6 +123,7 @@ def main() -> None:
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="saerad-bench-mem-"))
     env = {**os.environ, "SAERAD_JOB_DB": str(workdir / "jobs.sqlite3"), "SAERAD_LOG_LEVEL": "WARNING",
+           "SAERAD_LOCALIZE_STEPS": str(args.steps),
            "SAERAD_INFERENCE_THREADS": "1", "SAERAD_TORCH_THREADS": "1"}
     cmd = [sys.executable, "-c", "from saerad.cli import main; main()", "serve", "--port", str(port), "--device", "cpu"]
     if args.bundle:
@@ -157,10 +159,13 @@ def main() -> None:
                     time.sleep(0.5)
                 return body["state"]
 
-            rows.append((f"localisation job, {name}", len(data), *measure(
-                proc.pid, lambda: job("/v1/reports", {"localize": "true"}))))
-            rows.append((f"intervention job, {name}", len(data), *measure(
-                proc.pid, lambda: job("/v1/interventions", {"feature": 0, "steps": args.steps}))))
+            for method in ("attribution", "counterfactual"):
+                rows.append((f"localisation job ({method}), {name}", len(data), *measure(
+                    proc.pid, lambda m=method: job("/v1/reports", {"localize": m}))))
+            active = client.post("/v1/reports", files={"file": ("x", data)}).json()["features"]
+            feature = active[0]["id"] if active else 0  # removing an inactive feature is refused
+            rows.append((f"intervention job (remove #{feature}), {name}", len(data), *measure(
+                proc.pid, lambda: job("/v1/interventions", {"feature": feature, "steps": args.steps}))))
     finally:
         proc.terminate()
         proc.wait(30)
