@@ -20,8 +20,8 @@ Rules (DICOM PS3.3; docs/method.md#image-decoding):
   inverted (pydicom does not) -> [0, 1]. Multi-frame files: the first frame only. Compressed transfer
   syntaxes decode through pydicom's plugins (Pillow, pylibjpeg + openjpeg; note pylibjpeg-libjpeg,
   needed for JPEG-LS/lossless, is GPLv3); a syntax without an installed decoder is refused clearly.
-- Memory is bounded by the pixel limit, not by the file: pixels are converted to float32 in row
-  chunks (never a float64 or second float copy of the whole image), so decoding one image of
+- Memory is bounded by the pixel limit, not by the file: pixels are converted to float32 in
+  blocks (never a float64 or second float copy of the whole image), so decoding one image of
   ``max_pixels`` costs about its float32 result plus its 8- or 16-bit decoded form.
 - Every bad input raises :class:`~saerad.errors.ImageDecodeError` (or its subclass
   :class:`~saerad.errors.ImageTooLargeError`) with a message for the user. Messages and logs never
@@ -348,7 +348,7 @@ def _dicom_grayscale(arr: np.ndarray, ds) -> np.ndarray:
     if center is not None and width is not None:
         center, width = _first(center), _first(width)
         function = str(ds.get("VOILUTFunction", "LINEAR"))
-        if _window(np.zeros(1), center, width, function) is not None:
+        if _window_usable(center, width, function):
             return _rowwise(arr, lambda rows: _window(modality(rows), center, width, function))
     return _stretch(arr, modality)
 
@@ -360,21 +360,20 @@ def _first(value) -> float:
         return float("nan")
 
 
-def _window(x: np.ndarray, center: float, width: float, function: str) -> np.ndarray | None:
-    """DICOM PS3.3 C.11.2.1.2 windowing straight to [0, 1]; None when the window is unusable."""
+def _window_usable(center: float, width: float, function: str) -> bool:
+    """Whether :func:`_window` can apply this window (finite; width > 0, or >= 1 for LINEAR)."""
     if not (np.isfinite(center) and np.isfinite(width)):
-        return None
+        return False
+    return width > 0 if function.strip().upper() in ("SIGMOID", "LINEAR_EXACT") else width >= 1
+
+
+def _window(x: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """DICOM PS3.3 C.11.2.1.2 windowing straight to [0, 1], for a window :func:`_window_usable` accepts."""
     function = function.strip().upper()
     if function == "SIGMOID":
-        if width <= 0:
-            return None
         return 1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))
     if function == "LINEAR_EXACT":
-        if width <= 0:
-            return None
         return np.clip((x - center) / width + 0.5, 0.0, 1.0)
-    if width < 1:
-        return None
     if width == 1:
         return (x > center - 0.5).astype(np.float64)
     return np.clip((x - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0)

@@ -27,14 +27,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 
 import saerad
-from saerad.service import tasks
 from saerad.service.errors import install_error_handlers
 from saerad.service.jobs import JobRunner, JobStore
 from saerad.service.logs import configure_logging
 from saerad.service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
 from saerad.service.routes import router
 from saerad.service.settings import ServiceSettings
-from saerad.service.state import ServiceState
+from saerad.service.state import ServiceState, resume_job
 from saerad.service.studies import router as studies_router
 
 if TYPE_CHECKING:
@@ -94,7 +93,7 @@ def create_app(settings: ServiceSettings | None = None, *, reporter: Reporter | 
         loaded = reporter if reporter is not None else await run_in_threadpool(_load_reporter, settings)
         store = await run_in_threadpool(lambda: JobStore(settings.job_db, replica_id=settings.replica_id))
         runner = JobRunner(store, workers=settings.job_workers, queue_size=settings.queue_size,
-                           ttl_s=settings.job_ttl_s, stale_s=settings.job_stale_s, resume=tasks.resume(loaded))
+                           ttl_s=settings.job_ttl_s, stale_s=settings.job_stale_s, resume=resume_job(loaded, settings))
         state = ServiceState(settings, loaded, store, runner)
         app.state.saerad = state
         threading.Thread(target=state.warm_up, name="saerad-warmup", daemon=True).start()

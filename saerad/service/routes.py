@@ -155,7 +155,7 @@ async def create_report(
     if method is not None:
         options = {"top_k": top_k, "threshold": threshold, "method": method, "steps": state.settings.localize_steps,
                    "fmt": format.value, "overlays": overlays}
-        job_id = await run_in_threadpool(state.submit_job, "localized_report", xray, options)
+        job_id = await run_in_threadpool(state.submit_job, "localized_report", options, xray)
         return _accepted(job_id, "localized_report")
     report = await state.run_inference(state.reporter.report, xray, top_k=top_k, threshold=threshold)
     report.timings_ms["decode"] = round(decode_ms, 2)
@@ -195,7 +195,7 @@ async def create_intervention(
     state.runner.check_capacity()
     xray, _ = await _decode(state, file)
     options = {"features": list(dict.fromkeys(feature)), "mode": mode.value, "strength": strength, "steps": n_steps}
-    job_id = await run_in_threadpool(state.submit_job, "intervention", xray, options)
+    job_id = await run_in_threadpool(state.submit_job, "intervention", options, xray)
     return _accepted(job_id, "intervention")
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from saerad.service.jobs import JobRunner, JobStore
+from saerad.service.jobs import JobFn, JobInput, JobRunner, JobStore, ResumeFn
 from saerad.service.settings import ServiceSettings
 
 if TYPE_CHECKING:
@@ -26,6 +26,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("saerad.service")
 T = TypeVar("T")
+
+def job_work(reporter: Reporter, settings: ServiceSettings, kind: str, options: dict[str, Any],
+             xray: XRay | None = None) -> JobFn:
+    """The work of a ``kind`` job: a study report, or an image job of :data:`saerad.service.tasks.KINDS`."""
+    from saerad.service import tasks
+
+    if kind == tasks.STUDY_REPORT:
+        from saerad.pacs.client import PacsClient
+        from saerad.service.studies import study_job
+
+        client = PacsClient(settings.pacs)
+        return lambda jid: study_job(jid, reporter, client, **options)
+    return tasks.job_fn(reporter, kind, xray, options)
+
+
+def resume_job(reporter: Reporter, settings: ServiceSettings) -> ResumeFn:
+    """What the job runner calls to run a stored job again after a restart."""
+
+    def rebuild(kind: str, stored: JobInput) -> JobFn:
+        from saerad.service import tasks
+
+        xray = tasks.restore_xray(stored) if stored.data else None
+        return job_work(reporter, settings, kind, dict(stored.params.get("options", {})), xray)
+
+    return rebuild
 
 
 class ServiceState:
@@ -46,14 +71,16 @@ class ServiceState:
         self.has_diffusion = getattr(bundle, "diffusion_dir", None) is not None
         self.bundle_info: dict[str, Any] = bundle.info() if hasattr(bundle, "info") else {}
 
-    def submit_job(self, kind: str, xray: XRay, options: dict[str, Any]) -> str:
-        """Queue a ``kind`` job (:data:`saerad.service.tasks.KINDS`) on ``xray``; its input is stored
-        for a restart unless ``job_keep_inputs`` is off. Blocking (compression, SQLite): call it off
-        the event loop."""
+    def submit_job(self, kind: str, options: dict[str, Any], xray: XRay | None = None) -> str:
+        """Queue a ``kind`` job (:func:`job_work`); its input (options, and ``xray`` for image jobs)
+        is stored for a restart unless ``job_keep_inputs`` is off. Blocking (compression, SQLite):
+        call it off the event loop."""
         from saerad.service import tasks
 
-        fn = tasks.job_fn(self.reporter, kind, xray, options)
-        stored = tasks.job_input(xray, options) if self.settings.job_keep_inputs else None
+        fn = job_work(self.reporter, self.settings, kind, options, xray)
+        stored = None
+        if self.settings.job_keep_inputs:
+            stored = tasks.job_input(xray, options) if xray is not None else JobInput({"options": options}, b"")
         return self.runner.submit(kind, fn, job_input=stored)
 
     async def run_inference(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

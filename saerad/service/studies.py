@@ -17,10 +17,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from saerad.pacs.study import UID_PATTERN
+from saerad.report.select import THRESHOLD_MAX, TOP_K_MAX, check_selection_options
 from saerad.service.errors import CapabilityError, NotFoundError, error_responses
 from saerad.service.jobs import JobOutput
 from saerad.service.models import JobAccepted, JobLinks, LocalizeOption
-from saerad.service.tasks import sr_artifact, sr_link
+from saerad.service.tasks import STUDY_REPORT, sr_artifact, sr_link
 
 if TYPE_CHECKING:
     from saerad.pacs.client import PacsClient
@@ -50,12 +51,11 @@ async def report_study(
     localize: Annotated[LocalizeOption, Query(
         description="Boxes (SCOORD regions) by attribution or counterfactual (true: the service's default method)."
     )] = LocalizeOption.false,
-    top_k: Annotated[int | None, Query(ge=1, le=100_000)] = None,
-    threshold: Annotated[float | None, Query(ge=0.0, le=1e9, allow_inf_nan=False)] = None,
+    top_k: Annotated[int | None, Query(ge=0, le=TOP_K_MAX)] = None,
+    threshold: Annotated[float | None, Query(ge=0.0, le=THRESHOLD_MAX, allow_inf_nan=False)] = None,
 ) -> Response:
-    from saerad.pacs.client import PacsClient
-
     state = request.app.state.saerad
+    check_selection_options(top_k, threshold)
     if state.settings.pacs.url is None:
         raise CapabilityError("this service has no PACS configured (SAERAD_PACS_URL)", code="no_pacs_configured")
     method = localize.method(state.settings.localize_method)
@@ -63,14 +63,10 @@ async def report_study(
         raise CapabilityError("counterfactual localisation needs a bundle with a diffusion model",
                               code="no_diffusion_model")
     state.runner.check_capacity()
-    client = PacsClient(state.settings.pacs)
-    reporter, settings = state.reporter, state.settings
-    job_id = state.runner.submit(
-        "study_report",
-        lambda jid: study_job(jid, reporter, client, study_uid, instance=instance, store=store, fmt=format,
-                              localize=method, localize_steps=settings.localize_steps, top_k=top_k,
-                              threshold=threshold, max_pixels=settings.max_image_pixels),
-    )
+    options = {"study_uid": study_uid, "instance": instance, "store": store, "fmt": format, "localize": method,
+               "localize_steps": state.settings.localize_steps, "top_k": top_k, "threshold": threshold,
+               "max_pixels": state.settings.max_image_pixels}
+    job_id = await run_in_threadpool(state.submit_job, STUDY_REPORT, options)  # a restart runs it again
     link = f"/v1/jobs/{job_id}"
     body = JobAccepted(job_id=job_id, kind="study_report", links=JobLinks(self=link))
     return JSONResponse(body.model_dump(), status_code=202, headers={"Location": link})

@@ -5,8 +5,8 @@ stage's results into what the job store keeps: a JSON result whose image referen
 ``/v1/jobs/{id}/...png`` and the PNG bytes as artifacts. Heatmaps come back from the diffusion stage
 as a PNG path or a ``data:`` URI; both are read into the store so the result outlives temp files.
 
-:data:`KINDS` names every job; :func:`job_input` and :func:`resume` turn a job into what the store
-keeps for a restart and back. The stored pixels are the decoded image in 8 bits, as a PNG: the
+:data:`KINDS` names every image job; :func:`job_input` and :func:`restore_xray` turn a job's image
+into what the store keeps for a restart and back (``saerad.service.state.resume_job``). The stored pixels are the decoded image in 8 bits, as a PNG: the
 encoder quantises to 8 bits itself, so a resumed job's report is the one it would have been; for
 deeper files the diffusion model's input moves by at most 1/510. The uploaded file is never kept;
 a DICOM source's header (without pixel data) is kept only for outputs that must reference its
@@ -32,6 +32,10 @@ if TYPE_CHECKING:
     from saerad.pipeline import Reporter
 
 log = logging.getLogger("saerad.service.tasks")
+
+#: A PACS study report (saerad.service.studies): its input is its options alone, as the study's
+#: images are pulled from the PACS again.
+STUDY_REPORT = "study_report"
 
 
 #: Output formats that reference the source image's study and patient (from its DICOM header).
@@ -82,15 +86,6 @@ def job_fn(reporter: Reporter, kind: str, xray: XRay, options: dict[str, Any]) -
         raise SaeradError(f"unknown job kind {kind!r}", code="interrupted")
     task = KINDS[kind]
     return lambda jid: task(jid, reporter, xray, **options)
-
-
-def resume(reporter: Reporter) -> Callable[[str, JobInput], JobFn]:
-    """What the job runner calls to run a stored job again after a restart."""
-
-    def rebuild(kind: str, stored: JobInput) -> JobFn:
-        return job_fn(reporter, kind, restore_xray(stored), dict(stored.params.get("options", {})))
-
-    return rebuild
 
 
 def job_link(job_id: str, name: str) -> str:

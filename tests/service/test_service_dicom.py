@@ -122,6 +122,30 @@ def test_study_report_jobs_against_orthanc(orthanc, start_server, wait_job, log_
         assert secret not in logs
 
 
+def test_a_study_report_queued_at_a_shutdown_runs_after_the_restart(orthanc, start_server, wait_job, tmp_path):
+    import threading
+
+    from saerad.service.jobs import JobOutput
+
+    study = generate_uid()
+    orthanc.upload(dicom_bytes(make_radiograph(study_uid=study, view="PA")))
+    settings = PacsSettings(url=orthanc.dicomweb, username=USER, password=PASSWORD, retries=1)
+    db = tmp_path / "jobs.sqlite3"
+    first = start_server(pacs=settings, job_db=db, job_workers=1, queue_size=2)
+    gate = threading.Event()
+    first.state.runner.submit("demo", lambda jid: (gate.wait(20), JobOutput({}))[1])  # the worker is busy
+    with first.client() as c:
+        job_id = c.post(f"/v1/studies/{study}/report").json()["job_id"]
+    threading.Timer(0.3, gate.set).start()
+    first.stop()
+
+    second = start_server(pacs=settings, job_db=db)
+    with second.client() as c:
+        done = wait_job(c, job_id)
+    assert done["state"] == "done", done
+    assert done["result"]["image"]["sop_instance_uid"]
+
+
 def test_pacs_settings_come_from_the_environment(monkeypatch):
     from saerad.service.settings import ServiceSettings
 
