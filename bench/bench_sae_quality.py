@@ -9,6 +9,9 @@ files of augmented views, ids ``<id>#augK``, are added with ``--embeddings`` or 
 ``runs/covid-cxr/*aug*.safetensors``). Patients come from ``saerad.datasets.load_dataset``; every
 view of a held-out patient's images is kept out of training and metrics use the original views only.
 
+The held-out patients are drawn by :func:`saerad.datasets.split.embedding_roles` (a hash of the
+patient id, salted by the seed), as ``saerad train-sae`` draws them.
+
 Reports explained variance, mean L0, dead fraction and shrinkage on the held-out vectors for a grid
 of expansions x lambdas; goal: explained variance >= 0.90 at mean L0 <= 16. For scale, the row
 "PCA-16" is the held-out EV of the best 16-dimensional linear code fitted on the training vectors.
@@ -29,10 +32,11 @@ sys.path.insert(0, str(REPO))
 
 from saerad.datasets import load_dataset  # noqa: E402
 from saerad.datasets.ids import base_id  # noqa: E402
+from saerad.datasets.split import HELD_OUT, TRAIN, embedding_roles, vector_rows  # noqa: E402
 from saerad.sae.data import ResidentBatches  # noqa: E402
 from saerad.sae.metrics import evaluate_sae  # noqa: E402
 from saerad.sae.model import sae_width  # noqa: E402
-from saerad.sae.run import load_embedding_files, make_split  # noqa: E402
+from saerad.sae.run import load_embedding_files  # noqa: E402
 from saerad.sae.trainer import SAETrainer, TrainConfig  # noqa: E402
 
 GOAL_EV, GOAL_L0 = 0.90, 16.0
@@ -83,15 +87,17 @@ def main() -> None:
           + (f"; {len(unknown)} images without a patient id (own group)" if unknown else ""))
     splits = {}
     for seed in args.seeds:
-        split = make_split(emb.ids, val_fraction=args.val_fraction, seed=seed, groups=patient_of)
-        val_patients = {patient_of.get(base_id(emb.ids[i])) for i in split.val}
-        train_patients = {patient_of.get(base_id(emb.ids[i])) for i in split.train}
+        roles = embedding_roles(emb.ids, held_out_fraction=args.val_fraction, salt=str(seed) if seed else "",
+                                groups=patient_of)
+        rows = vector_rows(emb.ids, roles)
+        val_patients = {patient_of.get(base_id(emb.ids[i])) for i in rows[HELD_OUT]}
+        train_patients = {patient_of.get(base_id(emb.ids[i])) for i in rows[TRAIN]}
         assert not (val_patients & train_patients - {None}), "patient leak"
-        n_aug = sum("#" in emb.ids[i] for i in split.train)
-        train, val = emb.tokens[split.train], emb.tokens[split.val]
+        n_aug = sum("#" in emb.ids[i] for i in rows[TRAIN])
+        train, val = emb.tokens[rows[TRAIN]], emb.tokens[rows[HELD_OUT]]
         splits[seed] = (train, val)
-        print(f"seed {seed}: train {len(split.train)} vectors ({n_aug} augmented views) from {len(train_patients)} "
-              f"patients; held-out {len(split.val)} original images from {len(val_patients)} patients; "
+        print(f"seed {seed}: train {len(rows[TRAIN])} vectors ({n_aug} augmented views) from {len(train_patients)} "
+              f"patients; held-out {len(rows[HELD_OUT])} original images from {len(val_patients)} patients; "
               f"PCA-16 held-out EV (linear reference) {pca_explained_variance(train, val, 16):.3f}")
     print(f"\nsteps {args.steps}, batch {args.batch_size}, lr {args.lr}, device {args.device}; "
           f"values are means over seeds {args.seeds}\n")
