@@ -51,10 +51,10 @@ REPO = Path(__file__).resolve().parents[1]
 def find_sae_parts(args):
     """(sae, dictionary or None, source) from --sae, --bundle, or the known run directories."""
     from saerad.bundle import Bundle
-    from saerad.sae.model import GatedSAE
+    from saerad.sae.architectures import load_sae
 
     if args.sae:
-        return GatedSAE.load(args.sae).eval(), None, str(args.sae)
+        return load_sae(args.sae).eval(), None, str(args.sae)
     candidates = [args.bundle] if args.bundle else [REPO / "runs/bundles/covid", None]
     for candidate in candidates:
         try:

@@ -27,6 +27,8 @@ from saerad.datasets.terms import data_terms
 from saerad.errors import ConfigError
 from saerad.features.dictionary import DICTIONARY_VERSION
 from saerad.ood import METHOD as OOD_METHOD
+from saerad.sae.architectures import get_architecture
+from saerad.sae.run import DEFAULT_ARCHITECTURE
 from saerad.stages import Stage, fingerprint, path_fingerprint, run_stage, studies_fingerprint
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class BuildConfig:
     include_report_text: bool = True
     work_dir: Path | None = None
     seed: int = 0
+    sae_architecture: str | None = None  # None: saerad.sae.run.DEFAULT_ARCHITECTURE
     sae_steps: int | None = None
     sae_lambda: float | None = None
     sae_target_l0: float | None = None  # None: saerad.sae.run.DEFAULT_TARGET_L0 unless sae_lambda is given
@@ -74,6 +77,8 @@ class BuildConfig:
             raise ConfigError(f"unknown describer {self.describer!r}; choose extractive or llm")
         if self.expansion is not None and self.expansion <= 0:
             raise ConfigError("--expansion must be positive")
+        if self.sae_lambda is not None and get_architecture(sae_architecture(self)).fixed_l0:
+            raise ConfigError(f"a {sae_architecture(self)} SAE has no sparsity coefficient: give --target-l0, not --lambda")
 
 
 def parse_describer_options(items: Sequence[str]) -> dict[str, Any]:
@@ -139,6 +144,7 @@ def build(cfg: BuildConfig) -> BuildResult:
             "train-sae",
             inputs={"embeddings": path_fingerprint(paths.embeddings), "split": fingerprint(roles)},
             params={
+                "architecture": sae_architecture(cfg),
                 "expansion": cfg.expansion,
                 "seed": cfg.seed,
                 "steps": cfg.sae_steps,
@@ -205,6 +211,11 @@ def build(cfg: BuildConfig) -> BuildResult:
         force=cfg.force,
     )
     return BuildResult(out=cfg.out, ran=ran)
+
+
+def sae_architecture(cfg: BuildConfig) -> str:
+    """The SAE architecture a build trains (resolved here, so a new default re-runs the stage)."""
+    return get_architecture(cfg.sae_architecture or DEFAULT_ARCHITECTURE).name
 
 
 class _Paths:
@@ -283,7 +294,7 @@ def _train_sae(cfg: BuildConfig, split: Partition, paths: _Paths) -> None:
     rows = vector_rows(emb.ids, split.role_of_image())
     train = emb.tokens[rows[TRAIN]]
     tcfg = default_train_config(
-        len(train), steps=cfg.sae_steps, lam=cfg.sae_lambda, target_l0=cfg.sae_target_l0,
+        len(train), architecture=sae_architecture(cfg), steps=cfg.sae_steps, lam=cfg.sae_lambda, target_l0=cfg.sae_target_l0,
         batch_size=cfg.sae_batch_size, seed=cfg.seed,
     )
     # The work directory is the build's: checkpoints of a superseded run there are stale.
@@ -298,12 +309,12 @@ def _train_sae(cfg: BuildConfig, split: Partition, paths: _Paths) -> None:
 def _dictionary(cfg: BuildConfig, split: Partition, paths: _Paths) -> None:
     from saerad.encoders.store import EmbeddingSet
     from saerad.features import build_dictionary
-    from saerad.sae.model import GatedSAE
+    from saerad.sae.architectures import load_sae
 
     emb = EmbeddingSet.load(paths.embeddings).originals()  # augmented views have no report of their own
     rows = vector_rows(emb.ids, split.role_of_image())
     dictionary = build_dictionary(
-        GatedSAE.load(paths.sae),
+        load_sae(paths.sae),
         emb.select([emb.ids[i] for i in rows[TRAIN]]),
         split.fitting(),
         describer=_describer(cfg, paths),
@@ -399,9 +410,9 @@ def _bundle(cfg: BuildConfig, split: Partition, paths: _Paths) -> None:
     from saerad.encoders import load_encoder
     from saerad.features.dictionary import FeatureDictionary
     from saerad.ood import TypicalityCheck
-    from saerad.sae.model import GatedSAE
+    from saerad.sae.architectures import load_sae
 
-    sae = GatedSAE.load(paths.sae)
+    sae = load_sae(paths.sae)
     dictionary = FeatureDictionary.load(paths.dictionary)
     if not cfg.include_report_text:
         dictionary = dictionary.without_report_text()

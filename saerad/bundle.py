@@ -4,7 +4,7 @@ Layout::
 
     BUNDLE/
       manifest.json        versioned; see :class:`Manifest`
-      sae/                 sae.safetensors + sae_config.json (saerad.sae.GatedSAE.save)
+      sae/                 sae.safetensors + sae_config.json (any architecture: saerad.sae.base)
       dictionary.json      saerad.features.FeatureDictionary
       encoder/             optional: a Hugging Face Dinov2 directory (encoder spec "hf:encoder")
       diffusion/           optional: the class-token-conditioned diffusion model
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from saerad.encoders.store import EmbeddingSet
     from saerad.features.dictionary import FeatureDictionary
     from saerad.ood import TypicalityCheck
-    from saerad.sae.model import GatedSAE
+    from saerad.sae.base import SparseAutoencoder
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class Manifest(BaseModel):
 class Bundle:
     """A loaded, validated bundle. Use :meth:`load`; the constructor trusts its arguments."""
 
-    def __init__(self, path: Path, manifest: Manifest, sae: GatedSAE, dictionary: FeatureDictionary,
+    def __init__(self, path: Path, manifest: Manifest, sae: SparseAutoencoder, dictionary: FeatureDictionary,
                  ood: TypicalityCheck | None = None) -> None:
         self.path = path
         self.manifest = manifest
@@ -323,12 +323,12 @@ def verify_files(root: Path, manifest: Manifest) -> None:
             raise BundleError(f"bundle {root}: {part} is not covered by the manifest's checksums")
 
 
-def _load_parts(root: Path, manifest: Manifest, device: str | torch.device) -> tuple[GatedSAE, FeatureDictionary]:
+def _load_parts(root: Path, manifest: Manifest, device: str | torch.device) -> tuple[SparseAutoencoder, FeatureDictionary]:
     from saerad.features.dictionary import FeatureDictionary
-    from saerad.sae.model import GatedSAE
+    from saerad.sae.architectures import load_sae
 
     try:
-        sae = GatedSAE.load(root / manifest.sae.path, device=device).float().eval()
+        sae = load_sae(root / manifest.sae.path, device=device).float().eval()
         dictionary = FeatureDictionary.load(root / manifest.dictionary.path)
     except BundleError:
         raise
@@ -349,7 +349,7 @@ def _load_ood(root: Path, manifest: Manifest, d_in: int) -> TypicalityCheck | No
     return check
 
 
-def check_consistency(manifest: Manifest, sae: GatedSAE, dictionary: FeatureDictionary, root: Path | str) -> None:
+def check_consistency(manifest: Manifest, sae: SparseAutoencoder, dictionary: FeatureDictionary, root: Path | str) -> None:
     """The encoder, SAE and dictionary must describe the same feature space."""
     d_in, d_sae = int(sae.cfg.d_in), int(sae.cfg.d_sae)
     if manifest.encoder.dim != d_in:
@@ -404,7 +404,7 @@ def write_bundle(
     *,
     name: str,
     encoder: EncoderEntry,
-    sae: GatedSAE,
+    sae: SparseAutoencoder,
     dictionary: FeatureDictionary,
     data: DataEntry,
     version: str = "1",
@@ -483,7 +483,7 @@ def add_ood_check(path: str | os.PathLike, check: TypicalityCheck) -> Path:
     return _stage(root, fill, overwrite=True)
 
 
-def _sae_config(sae: GatedSAE) -> dict[str, Any]:
+def _sae_config(sae: SparseAutoencoder) -> dict[str, Any]:
     return json.loads(json.dumps(sae.cfg.to_json(), default=str))
 
 

@@ -368,7 +368,7 @@ def check_latency(ctx: Context, rec: Recorder) -> None:
     from saerad.diffusion.model import TokenConditionedUNet, load_diffusion
     from saerad.encoders.store import EmbeddingSet
     from saerad.imaging import load_xray
-    from saerad.sae.model import GatedSAE
+    from saerad.sae.architectures import load_sae
 
     q = ctx.sizes["latency"]
     tokens = EmbeddingSet.load(ctx.carry / layout.EMBEDDINGS)
@@ -380,7 +380,7 @@ def check_latency(ctx: Context, rec: Recorder) -> None:
         model = TokenConditionedUNet.from_architecture(ctx.sizes["diffusion"]["architecture"], token_dim=tokens.dim,
                                                        resolution=ctx.sizes["diffusion"]["resolution"])
         model, weights = model.to(ctx.device).eval(), "random (no checkpoint from the diffusion check)"
-    sae = GatedSAE.load(REPO / "saerad" / "default_bundle" / "sae", device=ctx.device).eval()
+    sae = load_sae(REPO / "saerad" / "default_bundle" / "sae", device=ctx.device).eval()
     if sae.cfg.d_in != tokens.dim:
         raise RuntimeError(f"the default bundle's SAE takes {sae.cfg.d_in}-d tokens, the carried ones are {tokens.dim}-d")
     encoder = random_weight_encoder(ctx)

@@ -54,3 +54,18 @@ FEATURE_IDS_HELP = (
     "SAE feature id, 0 to the bundle's width - 1 (repeatable). Ids are listed in a report's JSON "
     "'features' (saerad report -f json), by `saerad features`, and in a `saerad atlas` site."
 )
+class ArchChoice(str, Enum):
+    """``--arch`` of ``train-sae`` and ``build``: the names of saerad.sae.architectures (a test keeps
+    them equal; the registry is not imported here, it would load torch for ``saerad --help``)."""
+
+    gated = "gated"
+    batchtopk = "batchtopk"
+    jumprelu = "jumprelu"
+    matryoshka = "matryoshka"
+
+
+ARCH_HELP = (
+    "SAE architecture: gated, batchtopk (TopK at inference by a learned threshold), jumprelu, or "
+    "matryoshka (BatchTopK with nested prefixes); docs/method.md [default: saerad.sae.run's, see the README]."
+)
+ArchOption = Annotated[ArchChoice | None, typer.Option("--arch", help=ARCH_HELP)]

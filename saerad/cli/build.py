@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from saerad.cli.app import BundleOption, DatasetOption, DeviceOption, app
+from saerad.cli.app import ArchOption, BundleOption, DatasetOption, DeviceOption, app
 
 
 class DescriberChoice(str, Enum):
@@ -29,9 +29,10 @@ def build_command(
     all_described: bool = typer.Option(False, "--all-described", help="Bundle default: write findings from every described feature, not only those whose held-out score passes."),
     no_report_text: bool = typer.Option(False, "--no-report-text", help="Leave report text of top images out of the bundle (for sharing)."),
     work_dir: Path | None = typer.Option(None, "--work-dir", help="Stage outputs and stamps (default: OUT.work)."),
+    arch: ArchOption = None,
     steps: int | None = typer.Option(None, "--steps", min=1, help="SAE training steps (default scales with the data)."),
-    lam: float | None = typer.Option(None, "--lambda", min=0.0, help="SAE sparsity coefficient, fixed (default: found by the controller for --target-l0)."),
-    target_l0: float | None = typer.Option(None, "--target-l0", min=0.01, help="Active SAE features per training vector to aim at [default: 13.5 unless --lambda is given]."),
+    lam: float | None = typer.Option(None, "--lambda", min=0.0, help="SAE sparsity coefficient, fixed (default: found by the controller for --target-l0; not for batchtopk/matryoshka)."),
+    target_l0: float | None = typer.Option(None, "--target-l0", min=0.01, help="Active SAE features per training vector to aim at (batchtopk/matryoshka: their k) [default: 13.5 unless --lambda is given]."),
     seed: int = typer.Option(0, "--seed"),
     name: str | None = typer.Option(None, "--name", help="Bundle name (default: OUT's folder name)."),
     version: str = typer.Option("1", "--version", help="Bundle version string."),
@@ -64,6 +65,7 @@ def build_command(
         findings_from_all_described=all_described,
         include_report_text=not no_report_text,
         work_dir=work_dir,
+        sae_architecture=arch.value if arch else None,
         sae_steps=steps,
         sae_lambda=lam,
         sae_target_l0=target_l0,

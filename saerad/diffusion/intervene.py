@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from saerad.diffusion.model import TokenConditionedUNet
     from saerad.encoders.base import ClassTokenEncoder
     from saerad.imaging import XRay
-    from saerad.sae.model import GatedSAE
+    from saerad.sae.base import SparseAutoencoder
 
 Mode = Literal["add", "remove"]
 DEFAULT_QUANTILE = "0.99"
@@ -85,7 +85,7 @@ def dictionary_quantiles(dictionary, quantile: str = DEFAULT_QUANTILE) -> Callab
 def edited_tokens(
     token: torch.Tensor,
     codes: torch.Tensor,
-    sae: GatedSAE,
+    sae: SparseAutoencoder,
     edits: Sequence[Edit],
     add_level: Callable[[int], float] | None = None,
 ) -> torch.Tensor:
@@ -165,7 +165,7 @@ class InterventionResult:
 
 def intervene(
     model: TokenConditionedUNet,
-    sae: GatedSAE,
+    sae: SparseAutoencoder,
     encoder: ClassTokenEncoder,
     image01: np.ndarray,
     edits: Sequence[Edit],

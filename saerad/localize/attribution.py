@@ -1,10 +1,12 @@
 """Attribution maps from the encoder itself: which parts of the image drive a set of SAE features.
 
-What is explained. The gated SAE encodes a class token ``c`` as
-``f_i = ReLU(exp(r_i) z_i + b_mag_i) * 1[z_i > -b_gate_i]`` with ``z = (c - b_dec) W_enc``, so the
-features' shared drive ``s(c) = sum_i exp(r_i) z_i`` is linear in ``c``: for active features it is their
-summed activation up to constants, and it stays defined (and differentiable) for inactive ones. The
-maps explain ``s`` through the ViT, from the preprocessed image to the class token.
+What is explained. Every SAE encoder starts from ``z = (c - b_dec) W_enc`` and an active feature's
+activation is ``g_i z_i`` plus a constant (:meth:`~saerad.sae.base.SparseAutoencoder.feature_gains`;
+gated: ``f_i = ReLU(exp(r_i) z_i + b_mag_i) * 1[z_i > -b_gate_i]``, so ``g_i = exp(r_i)``; TopK and
+JumpReLU: ``g_i = 1``), so the features' shared drive ``s(c) = sum_i g_i z_i`` is linear in ``c``: for
+active features it is their summed activation up to constants, and it stays defined (and
+differentiable) for inactive ones. The maps explain ``s`` through the ViT, from the preprocessed
+image to the class token.
 
 Methods (``bench/bench_localization.py`` compares them on radiologist boxes):
 
@@ -40,7 +42,7 @@ from saerad.errors import ConfigError
 
 if TYPE_CHECKING:
     from saerad.encoders.base import ClassTokenEncoder
-    from saerad.sae.model import GatedSAE
+    from saerad.sae.base import SparseAutoencoder
 
 AttributionMethod = Literal["token_gradient", "gradient_x_input", "integrated_gradients", "occlusion"]
 ATTRIBUTION_METHODS: tuple[str, ...] = ("token_gradient", "gradient_x_input", "integrated_gradients", "occlusion")
@@ -61,7 +63,7 @@ class AttributionMap:
     patch_grid: tuple[int, int]
 
 
-def feature_readout(sae: GatedSAE, features: Sequence[int] | Mapping[int, float]) -> tuple[torch.Tensor, torch.Tensor]:
+def feature_readout(sae: SparseAutoencoder, features: Sequence[int] | Mapping[int, float]) -> tuple[torch.Tensor, torch.Tensor]:
     """``(w, b)`` with ``s(c) = c @ w + b`` the features' summed drive (see the module docstring).
 
     ``features`` is a list of ids (each counts once) or ``{id: weight}`` (a finding rule's votes).
@@ -76,7 +78,7 @@ def feature_readout(sae: GatedSAE, features: Sequence[int] | Mapping[int, float]
     if bad:
         raise ConfigError(f"feature ids {bad} out of range: this SAE has {d_sae} features (0..{d_sae - 1})")
     with torch.no_grad():
-        scale = sae.r_mag.detach()[ids].float().exp() * torch.tensor([weights[i] for i in ids])
+        scale = sae.feature_gains().detach()[ids].float().cpu() * torch.tensor([weights[i] for i in ids])
         w = (sae.W_enc.detach()[:, ids].float().cpu() * scale).sum(1)
         b = -(sae.b_dec.detach().float().cpu() @ w)
     return w, b
@@ -84,7 +86,7 @@ def feature_readout(sae: GatedSAE, features: Sequence[int] | Mapping[int, float]
 
 def attribution_map(
     encoder: ClassTokenEncoder,
-    sae: GatedSAE,
+    sae: SparseAutoencoder,
     image01: np.ndarray,
     features: Sequence[int] | Mapping[int, float],
     *,

@@ -101,7 +101,7 @@ class FeatureSelector:
 
     @classmethod
     def from_parts(cls, dictionary, sae) -> FeatureSelector:
-        """From a ``FeatureDictionary`` and a ``GatedSAE`` (decoder rows are feature directions)."""
+        """From a ``FeatureDictionary`` and an SAE (decoder rows are feature directions)."""
         feats = sorted(dictionary.features, key=lambda f: f.id)
         norms = sae.W_dec.detach().float().norm(dim=1).cpu().numpy()
         return cls(

@@ -1,17 +1,23 @@
 """The SAE architectures saerad knows, and what every consumer needs from each.
 
-Why a registry: the throughput benchmark (``bench/bench_sae_throughput.py``, also run by the GPU
-script ``bench/gpu/run.py``) and the architecture tests loop over :data:`ARCHITECTURES`, so a new
-architecture (BatchTopK, JumpReLU, Matryoshka...) joins all of them by registering itself here.
+Why a registry: the trainer, ``saerad train-sae --arch`` and ``saerad build --arch``, the loader of
+saved SAEs (:func:`load_sae`), the throughput benchmark (``bench/bench_sae_throughput.py``, also run
+by the GPU script ``bench/gpu/run.py``), the frontier benchmark (``bench/bench_sae_frontier.py``) and
+the architecture tests loop over :data:`ARCHITECTURES`, so a new architecture joins all of them by
+registering itself here.
 
 What an entry promises:
 
-- ``build(d_in, d_sae)`` gives an untrained model whose ``losses(x, coef)`` returns named loss
-  terms with a scalar ``"total"``: the readable autograd loss that the fast step is checked against;
-- ``train_step(sae, x, coef, *, compute_dtype=None, sparse_max_l0=None, compile=False)`` fills every
-  parameter's ``.grad`` with the gradient of ``losses(x, coef)["total"]`` and returns a
-  :class:`~saerad.sae.steps.StepResult` (an architecture without a sparse or compiled path accepts
-  those arguments and says in ``StepResult.sparse`` which path ran);
+- ``model`` is a :class:`~saerad.sae.base.SparseAutoencoder` subclass; ``build(d_in, d_sae, **options)``
+  gives an untrained one (``options``: fields of its config) whose ``losses(x, coef, dead=None)``
+  returns named loss terms with a scalar ``"total"``: the readable autograd loss that the fast step
+  is checked against;
+- ``train_step(sae, x, coef, *, compute_dtype=None, sparse_max_l0=None, compile=False, dead=None)``
+  fills every parameter's ``.grad`` with the gradient of ``losses(x, coef, dead)["total"]`` and
+  returns a :class:`~saerad.sae.steps.StepResult` (an architecture without a sparse or compiled path
+  accepts those arguments and says in ``StepResult.sparse`` which path ran);
+- ``fixed_l0``: the sparsity is the config's ``k`` (the trainer sets it to the target L0) rather than
+  a penalty ``coef`` that the trainer warms up and steers; ``default_coef`` is where a penalty starts;
 - ``step_flops(d_in, d_sae)`` is the FLOP per sample of one dense training step (its cost model),
   which turns a measured GEMM rate into the roofline a benchmark reports against;
 - ``benchmark_state(sae, l0, generator)`` puts a model into a trained-like state in which about
@@ -22,27 +28,40 @@ What an entry promises:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import nn
 
-from saerad.errors import ConfigError
-from saerad.sae.model import GatedSAE, GatedSAEConfig
-from saerad.sae.steps import StepResult, lean_step
+from saerad.errors import BundleError, ConfigError
+from saerad.sae.base import SparseAutoencoder, architecture_of, read_saved
+from saerad.sae.jumprelu import JumpReLUSAE
+from saerad.sae.model import GatedSAE
+from saerad.sae.steps import StepResult, autograd_step, lean_step
+from saerad.sae.topk import BatchTopKSAE, MatryoshkaSAE
 
 
 @dataclass(frozen=True)
 class SAEArchitecture:
-    """One architecture's constructor, fast training step, cost model and benchmark state."""
+    """One architecture's model class, training step, cost model and benchmark state."""
 
     name: str
-    build: Callable[[int, int], nn.Module]
+    model: type[SparseAutoencoder]
     train_step: Callable[..., StepResult]
     step_flops: Callable[[int, int], float]
-    benchmark_state: Callable[[nn.Module, float, torch.Generator], nn.Module]
+    benchmark_state: Callable[[SparseAutoencoder, float, torch.Generator], SparseAutoencoder]
+    fixed_l0: bool = False
+    default_coef: float = 2.0
     summary: str = ""
+
+    def build(self, d_in: int, d_sae: int, **options: Any) -> SparseAutoencoder:
+        try:
+            cfg = self.model.config_class(d_in=d_in, d_sae=d_sae, **options)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid {self.name} SAE settings: {exc}") from exc
+        return self.model(cfg)
 
 
 ARCHITECTURES: dict[str, SAEArchitecture] = {}
@@ -60,6 +79,19 @@ def get_architecture(name: str) -> SAEArchitecture:
         return ARCHITECTURES[name]
     except KeyError:
         raise ConfigError(f"unknown SAE architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}") from None
+
+
+def sae_from_saved(config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> SparseAutoencoder:
+    """A model of the architecture ``config`` names (none: gated), with ``tensors`` loaded."""
+    name = architecture_of(config)
+    if name not in ARCHITECTURES:
+        raise BundleError(f"SAE architecture {name!r} is not supported (this saerad knows {', '.join(ARCHITECTURES)})")
+    return ARCHITECTURES[name].model.from_saved(config, tensors)
+
+
+def load_sae(directory: str | os.PathLike, device: str | torch.device = "cpu") -> SparseAutoencoder:
+    """Load a saved SAE of any registered architecture (``sae_config.json`` + ``sae.safetensors``)."""
+    return sae_from_saved(*read_saved(directory)).to(device)
 
 
 def normal_quantile(p: float) -> float:
@@ -80,9 +112,61 @@ def _gated_benchmark_state(sae: GatedSAE, l0: float, generator: torch.Generator)
 
 GATED = register(SAEArchitecture(
     name="gated",
-    build=lambda d_in, d_sae: GatedSAE(GatedSAEConfig(d_in, d_sae)),
+    model=GatedSAE,
     train_step=lean_step,
     step_flops=lambda d_in, d_sae: 14.0 * d_in * d_sae,  # five GEMMs: see saerad.sae.steps
     benchmark_state=_gated_benchmark_state,
     summary="gated SAE (Rajamanoharan et al. 2024), one shared encoder matmul; dense and CSR-sparse steps",
+))
+
+
+@torch.no_grad()
+def _threshold_benchmark_state(sae: BatchTopKSAE, l0: float, generator: torch.Generator) -> BatchTopKSAE:
+    """Unit decoder rows, ``W_enc = W_dec^T``, ``k = l0`` and the inference threshold at the
+    ``1 - l0/m`` normal quantile (the batch top-k keeps about the same latents)."""
+    sae.init_weights(generator=generator)
+    sae.cfg.k = float(l0)
+    sae.threshold.fill_(normal_quantile(1.0 - l0 / sae.cfg.d_sae))
+    return sae
+
+
+@torch.no_grad()
+def _jumprelu_benchmark_state(sae: JumpReLUSAE, l0: float, generator: torch.Generator) -> JumpReLUSAE:
+    """Unit decoder rows, ``W_enc = W_dec^T`` and every threshold at the ``1 - l0/m`` normal quantile."""
+    sae.init_weights(generator=generator)
+    sae.log_threshold.fill_(math.log(normal_quantile(1.0 - l0 / sae.cfg.d_sae)))
+    return sae
+
+
+# Autograd steps: the encoder GEMM, the decode, and in the backward the decoder-input gradient and
+# both weight gradients, five d x m GEMMs = 10 d m FLOP per sample (AuxK adds up to 6 d m once
+# latents die; the benchmark state has none dead).
+BATCHTOPK = register(SAEArchitecture(
+    name="batchtopk",
+    model=BatchTopKSAE,
+    train_step=autograd_step,
+    step_flops=lambda d_in, d_sae: 10.0 * d_in * d_sae,
+    benchmark_state=_threshold_benchmark_state,
+    fixed_l0=True,
+    summary="BatchTopK (Bussmann et al. 2024) with AuxK; a learned global threshold at inference; autograd step",
+))
+
+JUMPRELU = register(SAEArchitecture(
+    name="jumprelu",
+    model=JumpReLUSAE,
+    train_step=autograd_step,
+    step_flops=lambda d_in, d_sae: 10.0 * d_in * d_sae,
+    benchmark_state=_jumprelu_benchmark_state,
+    default_coef=1.0,
+    summary="JumpReLU (Rajamanoharan et al. 2024), L0 penalty through straight-through estimators; autograd step",
+))
+
+MATRYOSHKA = register(SAEArchitecture(
+    name="matryoshka",
+    model=MatryoshkaSAE,
+    train_step=autograd_step,
+    step_flops=lambda d_in, d_sae: 10.0 * d_in * d_sae,
+    benchmark_state=_threshold_benchmark_state,
+    fixed_l0=True,
+    summary="Matryoshka BatchTopK (Bussmann et al. 2025): nested prefixes m/16..m share one dictionary; autograd step",
 ))

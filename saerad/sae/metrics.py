@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from saerad.sae.model import GatedSAE
+from saerad.sae.base import SparseAutoencoder
 
 
 @dataclass
@@ -27,7 +27,7 @@ class SAEMetrics:
 
 
 @torch.no_grad()
-def evaluate_sae(sae: GatedSAE, x: torch.Tensor, batch_size: int = 4096) -> SAEMetrics:
+def evaluate_sae(sae: SparseAutoencoder, x: torch.Tensor, batch_size: int = 4096) -> SAEMetrics:
     """Metrics of ``sae`` on raw vectors ``x`` (N, d_in), accumulated in float64."""
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError("evaluate_sae needs a non-empty (N, d) tensor")

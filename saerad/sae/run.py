@@ -31,13 +31,18 @@ import torch
 
 from saerad.errors import ConfigError
 from saerad.fileio import atomic_write_text
+from saerad.sae.architectures import get_architecture
+from saerad.sae.base import SparseAutoencoder
 from saerad.sae.data import ResidentBatches
 from saerad.sae.metrics import evaluate_sae
-from saerad.sae.model import GatedSAE, sae_width
+from saerad.sae.model import sae_width
 from saerad.sae.trainer import SAETrainer, TrainConfig
 
 log = logging.getLogger(__name__)
 
+# The architecture `saerad train-sae` and `saerad build` train unless told otherwise
+# (bench/bench_sae_frontier.py compares them on the same class tokens).
+DEFAULT_ARCHITECTURE = "gated"
 # Training-batch L0 the lambda controller aims at unless a lambda is given: held-out images then
 # have 15-16 active features (bench/bench_sae_quality.py), the sparsity of SAE-Rad's reports.
 DEFAULT_TARGET_L0 = 13.5
@@ -61,6 +66,7 @@ def auto_expansion(n_images: int, dim: int) -> float:
 def default_train_config(
     n_train: int,
     *,
+    architecture: str | None = None,
     steps: int | None = None,
     lam: float | None = None,
     target_l0: float | None = None,
@@ -72,15 +78,19 @@ def default_train_config(
 
     Small sets (a few thousand vectors, augmented views included) train on batches of 512 for 6,000
     steps; large ones on batches of 4,096 for about 20 epochs. Without an explicit ``lam`` the
-    sparsity is asked for directly: the lambda controller aims at :data:`DEFAULT_TARGET_L0`.
+    sparsity is asked for directly: the lambda controller aims at :data:`DEFAULT_TARGET_L0` (for a
+    fixed-L0 architecture such as BatchTopK that target is its k, and a ``lam`` is refused).
+    ``architecture``: ``None`` is :data:`DEFAULT_ARCHITECTURE`.
     ``overrides``: any other :class:`TrainConfig` field (``lr``, ``checkpoint_every``, ``compile``...).
     """
     small = n_train < SMALL_SET
     batch = batch_size or min(512 if small else 4096, n_train)
     steps = steps or (6000 if small else max(3000, 20 * n_train // batch))
-    kwargs: dict[str, Any] = {"steps": steps, "batch_size": batch, "seed": seed}
-    if lam is not None:
-        kwargs["lam"] = lam
+    arch = get_architecture(architecture or DEFAULT_ARCHITECTURE)
+    if arch.fixed_l0 and lam is not None:
+        raise ConfigError(f"a {arch.name} SAE has no sparsity coefficient: give a target L0 (its k), not a lambda")
+    kwargs: dict[str, Any] = {"architecture": arch.name, "steps": steps, "batch_size": batch, "seed": seed,
+                              "lam": arch.default_coef if lam is None else lam}
     if target_l0 is not None or lam is None:
         kwargs["target_l0"] = target_l0 or DEFAULT_TARGET_L0
     kwargs["checkpoint_every"] = max(100, steps // 10)
@@ -101,8 +111,10 @@ def train_sae(
     progress: bool = True,
     overwrite: bool = False,
     meta: dict[str, Any] | None = None,
-) -> tuple[GatedSAE, dict[str, Any]]:
-    """Train (or resume) a gated SAE on raw class tokens ``train`` (N, d); returns it and its metrics.
+) -> tuple[SparseAutoencoder, dict[str, Any]]:
+    """Train (or resume) an SAE on raw class tokens ``train`` (N, d); returns it and its metrics.
+
+    The architecture and every optimisation setting are ``cfg``'s (default: :func:`default_train_config`).
 
     ``expansion``: latents per input dimension (``None``: :func:`auto_expansion` of ``n_images``,
     the number of distinct training images, default ``N``). ``held_out``: vectors of patients the SAE

@@ -19,6 +19,9 @@ O(nnz·d) work instead of O(B·m·d). This is exact, not an approximation: the d
 agree to rounding (tests check both against autograd).
 
 Both steps fill ``param.grad`` of every SAE parameter and return the named loss terms.
+:func:`autograd_step` is the readable step of any architecture, through its own
+``training_forward``: the reference the lean steps are tested against, and the training step of the
+architectures without a hand-written one.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
+from saerad.sae.base import SparseAutoencoder
 from saerad.sae.model import GatedSAE
 
 
@@ -91,12 +95,14 @@ def lean_step(
     compute_dtype: torch.dtype | None = None,
     sparse_max_l0: float | None = None,
     compile: bool = False,
+    dead: torch.Tensor | None = None,
 ) -> StepResult:
     """Gradients of ``sae.losses(x, lam)['total']`` into ``param.grad``, without autograd.
 
     ``compute_dtype`` (e.g. bf16 on GPU) is used for the GEMMs and the (B, m) tensors; parameters,
     gradients and the (B, d) residuals stay in the parameters' dtype. The sparse path runs when the
-    batch's mean L0 is at most ``sparse_max_l0`` (None: always dense).
+    batch's mean L0 is at most ``sparse_max_l0`` (None: always dense). ``dead`` is accepted for the
+    common step signature and unused: the gated loss has no dead-latent term.
     """
     p = sae
     cd = compute_dtype or p.W_enc.dtype
@@ -209,12 +215,30 @@ def _set_grads(sae: GatedSAE, **grads: torch.Tensor) -> None:
         param.grad = grad.to(param.dtype).contiguous()
 
 
-def autograd_step(sae: GatedSAE, x: torch.Tensor, lam: float) -> StepResult:
-    """The readable step: autograd through :meth:`GatedSAE.losses` (tests compare against it)."""
+def autograd_step(
+    sae: SparseAutoencoder,
+    x: torch.Tensor,
+    coef: float,
+    *,
+    compute_dtype: torch.dtype | None = None,
+    sparse_max_l0: float | None = None,
+    compile: bool = False,
+    dead: torch.Tensor | None = None,
+) -> StepResult:
+    """Autograd through ``sae.training_forward``, then ``sae.observe`` on the batch's codes.
+
+    ``compute_dtype`` other than the parameters' runs the forward under ``torch.autocast``;
+    ``sparse_max_l0`` and ``compile`` are accepted for the common step signature (no such paths).
+    """
     for param in sae.parameters():
         param.grad = None
-    losses = sae.losses(x, lam)
+    low = compute_dtype is not None and compute_dtype != sae.W_enc.dtype
+    with torch.autocast(x.device.type, dtype=compute_dtype, enabled=low):
+        losses, codes = sae.training_forward(x, coef, dead)
     losses["total"].backward()
     with torch.no_grad():
-        active = sae.pre_activation(x) > -sae.b_gate
-    return StepResult({k: v.detach() for k, v in losses.items()}, float(active.sum()) / x.shape[0], active.any(0), False)
+        active = codes.detach() > 0
+        sae.observe(codes.detach())
+    return StepResult(
+        {k: v.detach() for k, v in losses.items()}, float(active.sum()) / x.shape[0], active.any(0), False
+    )

@@ -1,4 +1,7 @@
-"""Training loop for the gated SAE, kept apart from the model (it consumes any batch iterator).
+"""Training loop for every SAE architecture, kept apart from the models (it consumes any batch iterator).
+
+The architecture (``TrainConfig.architecture``, one of :mod:`saerad.sae.architectures`) brings its
+model, its training step and its constraints; the loop, schedules, checkpoints and metrics are one.
 
 Schedules (docs/method.md#gated-sparse-autoencoder: Anthropic's April 2024 recipe without decoder-norm constraint):
 - inputs are multiplied by a fixed scalar ``input_scale`` so that ``E||s x||^2 = d_in``; the
@@ -10,7 +13,12 @@ Schedules (docs/method.md#gated-sparse-autoencoder: Anthropic's April 2024 recip
   ``s`` by ``l0_gain * min(1, (L0 - target) / target)`` every step (during the lambda warm-up only
   downwards). The lambda that gives a wanted sparsity differs between encoders and datasets; asking
   for the L0 directly saves a sweep. It tracks the TRAINING-batch L0 (augmented views included),
-  which can sit a little below the held-out L0 that ``metrics.json`` reports.
+  which can sit a little below the held-out L0 that ``metrics.json`` reports;
+- architectures that fix L0 by construction (BatchTopK, Matryoshka) have no coefficient: their
+  ``k`` is the target L0, and the warm-up and controller do not apply.
+
+Latents that have not fired for ``dead_window_steps`` count as dead, for the logged dead fraction and
+for the architectures whose loss revives them (BatchTopK's AuxK term).
 
 Checkpoints (model + optimizer + latent-firing counters + step) let a run resume EXACTLY: with the
 index-determined batches of :class:`~saerad.sae.data.ResidentBatches` an interrupted and resumed run
@@ -36,8 +44,9 @@ import torch
 from saerad.devices import resolve_device
 from saerad.errors import ConfigError
 from saerad.fileio import atomic_write_text
-from saerad.sae.model import GatedSAE, GatedSAEConfig
-from saerad.sae.steps import StepResult, lean_step
+from saerad.sae.architectures import get_architecture, sae_from_saved
+from saerad.sae.base import SparseAutoencoder
+from saerad.sae.steps import StepResult
 
 log = logging.getLogger(__name__)
 _MAX_LOG_SCALE = 10.0  # the controller may move lambda by at most e^10 either way
@@ -46,8 +55,10 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings. ``lam`` multiplies the decoder-norm-weighted gate sparsity."""
+    """Optimisation settings. ``lam`` multiplies the architecture's sparsity penalty (gated: the
+    decoder-norm-weighted gate activity; JumpReLU: L0); fixed-L0 architectures take ``target_l0`` as k."""
 
+    architecture: str = "gated"
     steps: int = 5000
     batch_size: int = 4096
     lr: float = 1e-3
@@ -79,6 +90,8 @@ class TrainConfig:
             raise ConfigError(f"compute dtype must be auto or one of {sorted(_DTYPES)}")
         if self.target_l0 is not None and not (self.target_l0 > 0 and self.l0_gain > 0):
             raise ConfigError("the target L0 and the controller gain must be positive")
+        if get_architecture(self.architecture).fixed_l0 and self.target_l0 is None:
+            raise ConfigError(f"a {self.architecture} SAE needs a target L0 (its k)")
 
 
 @dataclass
@@ -99,7 +112,12 @@ def input_scale_for(tokens: torch.Tensor) -> float:
 class SAETrainer:
     """Owns the SAE under training (in normalised units), its optimizer and the schedules."""
 
-    def __init__(self, sae: GatedSAE, cfg: TrainConfig, *, input_scale: float, device: str | torch.device = "cpu"):
+    def __init__(
+        self, sae: SparseAutoencoder, cfg: TrainConfig, *, input_scale: float, device: str | torch.device = "cpu"
+    ):
+        if sae.architecture != cfg.architecture:
+            raise ConfigError(f"a {sae.architecture} SAE cannot train with settings for {cfg.architecture}")
+        self.arch = get_architecture(cfg.architecture)
         self.device = resolve_device(device)
         self.sae = sae.to(self.device)
         self.cfg = cfg
@@ -123,13 +141,17 @@ class SAETrainer:
     ) -> SAETrainer:
         """A fresh trainer: input scale and ``b_dec`` (the mean) from the raw training vectors."""
         scale = input_scale_for(train_tokens)
-        sae = GatedSAE(GatedSAEConfig(d_in=train_tokens.shape[1], d_sae=d_sae, meta=dict(meta or {})))
+        arch = get_architecture(cfg.architecture)
+        options = {"k": cfg.target_l0} if arch.fixed_l0 else {}
+        sae = arch.build(train_tokens.shape[1], d_sae, meta=dict(meta or {}), **options)
         gen = torch.Generator().manual_seed(cfg.seed)
         sae.init_weights(b_dec=train_tokens.double().mean(0).float() * scale, dec_norm=cfg.dec_init_norm, generator=gen)
         return cls(sae, cfg, input_scale=scale, device=device)
 
     # ------------------------------------------------------------ schedules
     def lam_at(self, step: int) -> float:
+        if self.arch.fixed_l0:
+            return 0.0  # no penalty: k sets the sparsity
         warm = self.cfg.lam_warmup_fraction * self.cfg.steps
         ramp = min(1.0, step / warm) if warm > 0 else 1.0
         return self.cfg.lam * ramp * math.exp(self.state.lam_log_scale)
@@ -138,7 +160,7 @@ class SAETrainer:
         """One controller update. While lambda warms up, L0 above the target is expected, so the
         controller only lowers lambda then (a too strong start would otherwise kill the latents)."""
         cfg = self.cfg
-        if cfg.target_l0 is None:
+        if cfg.target_l0 is None or self.arch.fixed_l0:
             return
         error = min(1.0, (l0 - cfg.target_l0) / cfg.target_l0)  # bounded: L0 can be 10x the target early on
         if step < cfg.lam_warmup_fraction * cfg.steps:
@@ -161,32 +183,40 @@ class SAETrainer:
         sparse_cap = None
         if self.cfg.sparse_max_l0 is not None and self._sparse_ok:
             sparse_cap = min(self.cfg.sparse_max_l0, self.sae.cfg.d_sae / 16)
-        kwargs = {"compute_dtype": self.compute_dtype, "compile": self.cfg.compile}
+        kwargs = {"compute_dtype": self.compute_dtype, "compile": self.cfg.compile, "dead": self.dead_latents()}
+        train_step = self.arch.train_step
         try:
-            result = lean_step(self.sae, x, self.lam_at(step), sparse_max_l0=sparse_cap, **kwargs)
+            result = train_step(self.sae, x, self.lam_at(step), sparse_max_l0=sparse_cap, **kwargs)
         except (RuntimeError, NotImplementedError) as exc:
             if sparse_cap is None:
                 raise
             # A backend without the CSR kernels: the dense step computes the same gradients.
             log.warning("sparse SAE step unavailable on %s (%s); using the dense step", self.device, exc)
             self._sparse_ok = False
-            result = lean_step(self.sae, x, self.lam_at(step), sparse_max_l0=None, **kwargs)
+            result = train_step(self.sae, x, self.lam_at(step), sparse_max_l0=None, **kwargs)
+        self.sae.constrain_gradients()
         if self.cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.sae.parameters(), self.cfg.grad_clip)
         lr = self.lr_at(step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.step()
+        self.sae.constrain_weights()
         self.state.step = step + 1
         self.last_fired[result.fired] = self.state.step
         self._control_l0(step, result.l0)
         return result
 
+    def dead_latents(self) -> torch.Tensor | None:
+        """Latents that have not fired in the last ``dead_window_steps`` (None before a full window)."""
+        if self.state.step < self.cfg.dead_window_steps:
+            return None
+        return self.last_fired <= self.state.step - self.cfg.dead_window_steps
+
     def dead_fraction(self) -> float:
         """Latents that have not fired in the last ``dead_window_steps`` (0 before a full window)."""
-        if self.state.step < self.cfg.dead_window_steps:
-            return 0.0
-        return float((self.last_fired <= self.state.step - self.cfg.dead_window_steps).float().mean())
+        dead = self.dead_latents()
+        return 0.0 if dead is None else float(dead.float().mean())
 
     def fit(
         self, batches: Iterator[torch.Tensor], *, checkpoint_root: str | os.PathLike | None = None,
@@ -226,7 +256,7 @@ class SAETrainer:
         }
 
     # ------------------------------------------------------------ export
-    def export(self) -> GatedSAE:
+    def export(self) -> SparseAutoencoder:
         """A CPU copy of the SAE with the input scale folded in: it acts on raw class tokens."""
         sae = copy.deepcopy(self.sae).to("cpu").float()  # deepcopy also copies cfg (meta is edited)
         return sae.fold_input_scale(self.input_scale)
@@ -273,9 +303,8 @@ class SAETrainer:
         checkpoint = Path(checkpoint)
         meta = json.loads((checkpoint / "trainer.json").read_text(encoding="utf-8"))
         cfg = TrainConfig(**meta["train_config"])
-        sae = GatedSAE(GatedSAEConfig.from_json(meta["sae_config"]))
         tensors = load_file(str(checkpoint / "model.safetensors"))
-        sae.load_tensors(tensors)
+        sae = sae_from_saved(meta["sae_config"], tensors)
         trainer = cls(sae, cfg, input_scale=meta["input_scale"], device=device)
         trainer.last_fired.copy_(tensors["last_fired"])
         state = torch.load(checkpoint / "optimizer.pt", map_location=trainer.device, weights_only=True)

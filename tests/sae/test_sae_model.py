@@ -48,7 +48,7 @@ def test_gate_closed_means_zero_even_with_positive_magnitude():
 
 
 def test_loss_terms_by_hand():
-    losses = hand_sae().losses(X, lam=0.5)
+    losses = hand_sae().losses(X, 0.5)
     # recon: row 1 (1.5-2.7)^2 + (1.5-3)^2 = 3.69; row 2 (0.7-1.1)^2 + 0.5^2 = 0.41 -> mean 2.05
     # sparsity: ReLU(pi) = [1, .5], [.2, 0] weighted by norms [2, 1] -> 2.5, 0.4 -> mean 1.45
     # aux: ReLU(pi) W_dec + b_dec = [2.5, .5], [.9, 0] -> errors 2.0, 0.29 -> mean 1.145
@@ -61,7 +61,7 @@ def test_loss_terms_by_hand():
 def test_aux_and_sparsity_do_not_train_the_decoder():
     """The documented choice: decoder values are detached in the aux and sparsity terms."""
     sae = hand_sae()
-    losses = sae.losses(X, lam=0.5)
+    losses = sae.losses(X, 0.5)
     (losses["aux"] + losses["sparsity"]).backward()
     assert sae.W_dec.grad is None or torch.count_nonzero(sae.W_dec.grad) == 0
     assert sae.b_gate.grad is not None and torch.count_nonzero(sae.b_gate.grad) > 0

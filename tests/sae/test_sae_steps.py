@@ -28,7 +28,7 @@ def grads(sae: GatedSAE) -> dict[str, torch.Tensor]:
 def test_lean_step_matches_autograd(sparse, gate_shift):
     sae = random_sae(gate_shift=gate_shift)
     x = torch.randn(24, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    ref = autograd_step(sae, x, lam=0.7)
+    ref = autograd_step(sae, x, 0.7)
     expected = grads(sae)
     out = lean_step(sae, x, lam=0.7, sparse_max_l0=1e9 if sparse else None)
     assert out.sparse is sparse
