@@ -116,6 +116,11 @@ class SparseAutoencoder(nn.Module):
         self.b_dec.copy_(b_dec if b_dec is not None else torch.zeros(self.cfg.d_in))
         return self
 
+    @torch.no_grad()
+    def calibrate(self, x: torch.Tensor, target_l0: float | None) -> None:
+        """After :meth:`init_weights`: fit data-dependent initial values to training vectors ``x``
+        (training units) and the L0 the run aims at (none by default)."""
+
     # ---------------------------------------------------------------- inference
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
         """``z = (x - b_dec) W_enc``: the one matmul every encoder starts from."""
@@ -263,3 +268,19 @@ class UnitNormDecoder:
     @torch.no_grad()
     def constrain_weights(self) -> None:
         self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
+
+
+def auxk_loss(
+    acts: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor | None, w_dec: torch.Tensor, aux_k: int
+) -> torch.Tensor:
+    """The AuxK term of Gao et al. (2024, arXiv:2406.04093): how well the top ``aux_k`` activations
+    ``acts`` (B, m) of the ``dead`` latents of each row reconstruct the detached ``residual``,
+    ``||e - a_dead W_dec||^2 / ||e - mean(e)||^2``; 0 when no latent is dead. It gives dead latents a
+    gradient that points them at what the live ones miss."""
+    n_dead = int(dead.sum()) if dead is not None else 0
+    if n_dead == 0:
+        return residual.new_zeros(())
+    values, index = torch.where(dead, acts, torch.zeros_like(acts)).topk(min(aux_k, n_dead), dim=1, sorted=False)
+    x_aux = torch.zeros_like(acts).scatter(1, index, values) @ w_dec
+    spread = (residual - residual.mean(0)).pow(2).sum(-1).mean()
+    return ((residual - x_aux).pow(2).sum(-1).mean() / spread).nan_to_num(0.0)

@@ -27,7 +27,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from saerad.sae.base import SAEConfig, SparseAutoencoder, UnitNormDecoder
+from saerad.sae.base import SAEConfig, SparseAutoencoder, UnitNormDecoder, auxk_loss
 
 
 @dataclass
@@ -91,23 +91,13 @@ class BatchTopKSAE(UnitNormDecoder, SparseAutoencoder):
         a = self.activations(x)
         codes = self.batch_top_k(a)
         terms, x_hat = self.fit_terms(x, codes)
-        aux = self.auxk(a, (x - x_hat).detach(), dead)
+        aux = auxk_loss(a, (x - x_hat).detach(), dead, self.W_dec, self.cfg.aux_k or self.cfg.d_in // 2)
         fit = terms.get("prefix_recon", terms["recon"])
         return {"total": fit + self.cfg.aux_coef * aux, **terms, "auxk": aux}, codes
 
     def fit_terms(self, x: torch.Tensor, codes: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         x_hat = self.decode(codes)
         return {"recon": (x_hat - x).pow(2).sum(-1).mean()}, x_hat
-
-    def auxk(self, a: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor | None) -> torch.Tensor:
-        n_dead = int(dead.sum()) if dead is not None else 0
-        if n_dead == 0:
-            return residual.new_zeros(())
-        k_aux = min(self.cfg.aux_k or self.cfg.d_in // 2, n_dead)
-        values, index = torch.where(dead, a, torch.zeros_like(a)).topk(k_aux, dim=1, sorted=False)
-        x_aux = torch.zeros_like(a).scatter(1, index, values) @ self.W_dec
-        spread = (residual - residual.mean(0)).pow(2).sum(-1).mean()
-        return ((residual - x_aux).pow(2).sum(-1).mean() / spread).nan_to_num(0.0)
 
     @torch.no_grad()
     def observe(self, codes: torch.Tensor) -> None:

@@ -49,6 +49,7 @@ from saerad.sae.base import SparseAutoencoder
 from saerad.sae.steps import StepResult
 
 log = logging.getLogger(__name__)
+CALIBRATION_ROWS = 4096  # training vectors an architecture may fit its initial values to
 _MAX_LOG_SCALE = 10.0  # the controller may move lambda by at most e^10 either way
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -139,13 +140,16 @@ class SAETrainer:
         cls, train_tokens: torch.Tensor, d_sae: int, cfg: TrainConfig, *, device: str | torch.device = "cpu",
         meta: dict[str, Any] | None = None,
     ) -> SAETrainer:
-        """A fresh trainer: input scale and ``b_dec`` (the mean) from the raw training vectors."""
+        """A fresh trainer: input scale and ``b_dec`` (the mean) from the raw training vectors, then
+        the architecture's own calibration on a random sample of them."""
         scale = input_scale_for(train_tokens)
         arch = get_architecture(cfg.architecture)
         options = {"k": cfg.target_l0} if arch.fixed_l0 else {}
         sae = arch.build(train_tokens.shape[1], d_sae, meta=dict(meta or {}), **options)
         gen = torch.Generator().manual_seed(cfg.seed)
         sae.init_weights(b_dec=train_tokens.double().mean(0).float() * scale, dec_norm=cfg.dec_init_norm, generator=gen)
+        sample = torch.randperm(len(train_tokens), generator=gen)[:CALIBRATION_ROWS]
+        sae.calibrate(train_tokens[sample].float() * scale, cfg.target_l0)
         return cls(sae, cfg, input_scale=scale, device=device)
 
     # ------------------------------------------------------------ schedules
