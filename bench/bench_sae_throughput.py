@@ -1,4 +1,4 @@
-"""SAE training throughput: every registered architecture's lean step vs the three-matmul reference.
+"""SAE training throughput: every registered architecture's training step vs the three-matmul reference.
 
 One run, one batch; a full step = loss + gradients + Adam update. Architectures come from
 ``saerad.sae.architectures.ARCHITECTURES``, so a newly registered one is measured without edits here.
@@ -9,13 +9,15 @@ One run, one batch; a full step = loss + gradients + Adam update. Architectures 
 
 GPU section: d=768, m=49,152 (Rad-DINO scale), batch 4096, bf16. Targets for gated: >= 1.0 M
 samples/s and >= 5x the reference. "of roofline" is the rate over what the architecture's dense cost
-model (gated: 14·d·m FLOP/sample, docs/method.md#gated-sparse-autoencoder) allows at the GEMM rate
+model (gated: 14·d·m FLOP/sample, docs/method.md#gated-sparse-autoencoder; the autograd steps of
+BatchTopK, JumpReLU and Matryoshka: 10·d·m) allows at the GEMM rate
 measured in the same run on the same shape (4096 x 768 @ 768 x 49,152). The GPU script (bench/gpu/run.py) runs this section too.
 CPU section: d=384, m=3,072, float32, as a ratio to the reference.
 
 Each model is put in a trained-like state (about 15 active latents per row), which is when sparse
 steps apply; before timing, each architecture's dense and sparse steps are checked against autograd
-through its own ``losses`` in float32.
+through its own ``losses`` in float32. Architectures trained by autograd (no sparse or compiled path)
+get one row.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from saerad.sae.architectures import ARCHITECTURES, GATED, SAEArchitecture  # noqa: E402
 from saerad.sae.model import GatedSAE  # noqa: E402
+from saerad.sae.steps import autograd_step  # noqa: E402
 
 TARGET_SAMPLES_PER_S = 1.0e6
 TARGET_RATIO = 5.0
@@ -190,8 +193,11 @@ def measure(
     variants = [("dense", False, False), ("sparse", True, False)] + ([("compiled", False, True)] if compile else [])
     for kind, sparse, compiled in variants:  # compiled last: its compilation is the slowest part
         for name, arch in ARCHITECTURES.items():
+            by_autograd = arch.train_step is autograd_step
+            if by_autograd and (sparse or compiled):  # no such paths: the same step as dense
+                continue
             fn, last = lean_step_fn(arch, models[name], device, dtype, sparse=sparse, compile=compiled)
-            add_row(f"{name} lean {kind} {dtype_name(dtype)}", arch, fn)
+            add_row(f"{name} {'autograd' if by_autograd else 'lean'} {kind} {dtype_name(dtype)}", arch, fn)
             ran_sparse = getattr(last.get("result"), "sparse", None)
             if sparse and ran_sparse is False:  # the architecture has no sparse path: same as dense
                 result["rows"].pop()
