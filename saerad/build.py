@@ -77,8 +77,9 @@ class BuildConfig:
             raise ConfigError(f"unknown describer {self.describer!r}; choose extractive or llm")
         if self.expansion is not None and self.expansion <= 0:
             raise ConfigError("--expansion must be positive")
-        if self.sae_lambda is not None and get_architecture(sae_architecture(self)).fixed_l0:
-            raise ConfigError(f"a {sae_architecture(self)} SAE has no sparsity coefficient: give --target-l0, not --lambda")
+        arch = get_architecture(sae_architecture(self))  # an unknown name fails now, not after the embedding
+        if self.sae_lambda is not None and arch.fixed_l0:
+            raise ConfigError(f"a {arch.name} SAE has no sparsity coefficient: give --target-l0, not --lambda")
 
 
 def parse_describer_options(items: Sequence[str]) -> dict[str, Any]:
@@ -215,7 +216,7 @@ def build(cfg: BuildConfig) -> BuildResult:
 
 def sae_architecture(cfg: BuildConfig) -> str:
     """The SAE architecture a build trains (resolved here, so a new default re-runs the stage)."""
-    return get_architecture(cfg.sae_architecture or DEFAULT_ARCHITECTURE).name
+    return cfg.sae_architecture or DEFAULT_ARCHITECTURE
 
 
 class _Paths:

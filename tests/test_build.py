@@ -112,14 +112,15 @@ def test_build_cli_options(dataset, tmp_path):
     result = CliRunner().invoke(
         app,
         ["build", "--dataset", "folder", "--root", str(root), "--out", str(out), "--encoder", f"hf:{encoder}",
-         "--expansion", "1", "--steps", "20", "--no-report-text", "--name", "cli", "--version", "0.1"],
+         "--expansion", "1", "--steps", "20", "--no-report-text", "--name", "cli", "--version", "0.1",
+         "--arch", "jumprelu"],
     )
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     assert result.exit_code == 0, result.output
     assert "bundle written to" in result.stdout
     m = Bundle.load(out).manifest
-    assert (m.name, m.version, m.sae.config["d_sae"]) == ("cli", "0.1", 32)
+    assert (m.name, m.version, m.sae.config["d_sae"], m.sae.config["architecture"]) == ("cli", "0.1", 32, "jumprelu")
     assert not m.dictionary.includes_report_text
 
 
@@ -191,3 +192,22 @@ def test_calibrate_ood_adds_the_check_to_a_bundle_built_without_it(dataset, tmp_
         assert loaded.manifest.ood.calibration["n_images"] == loaded.manifest.data.splits["train"]
     result = CliRunner().invoke(app, ["calibrate-ood", "--bundle", str(out), "--dataset", "covid-cxr", "--root", str(root)])
     assert isinstance(result.exception, ConfigError) and "was trained on folder" in str(result.exception)
+
+
+def test_build_trains_the_asked_sae_architecture(dataset, tmp_path):
+    """A BatchTopK bundle goes through the dictionary, the bundle and the report like a gated one."""
+    from saerad.errors import ConfigError
+    from saerad.pipeline import Reporter
+
+    cfg = _config(dataset, tmp_path / "topk", sae_architecture="batchtopk", sae_target_l0=3)
+    build(cfg)
+    bundle = Bundle.load(tmp_path / "topk")
+    assert bundle.manifest.sae.config["architecture"] == "batchtopk" and bundle.sae.cfg.k == 3
+    assert float(bundle.sae.threshold) > 0  # estimated in training: inference needs no batch
+    tokens = EmbeddingSet.load(cfg.work_dir / "embeddings.safetensors").tokens[:4]
+    reports = Reporter.from_bundle(tmp_path / "topk", device="cpu").report_tokens(tokens)
+    assert len(reports) == 4 and all(r.features for r in reports)
+    with pytest.raises(ConfigError, match="no sparsity coefficient"):
+        _config(dataset, tmp_path / "x", sae_architecture="batchtopk", sae_lambda=1.0)
+    with pytest.raises(ConfigError, match="unknown SAE architecture"):
+        _config(dataset, tmp_path / "x", sae_architecture="sparsemax")

@@ -80,6 +80,22 @@ def test_train_sae_resumes_after_interruption(tmp_path, embedding_file, monkeypa
         assert torch.equal(value, resumed[name]), name
 
 
+def test_train_sae_with_another_architecture(tmp_path, embedding_file):
+    from saerad.sae.architectures import load_sae
+
+    out = tmp_path / "topk"
+    base = ["--embeddings", str(embedding_file), "--out", str(out), "--expansion", "2", "--steps", "20",
+            "--batch-size", "16", "--arch", "matryoshka"]
+    result = run(*base, "--target-l0", "3")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["architecture"] == "matryoshka"
+    sae = load_sae(out)
+    assert sae.architecture == "matryoshka" and sae.cfg.k == 3 and sae.cfg.prefixes == [1, 2, 4, 8, 16]
+    refused = run(*base, "--lambda", "1", catch=True)
+    assert isinstance(refused.exception, ConfigError) and "no sparsity coefficient" in str(refused.exception)
+    assert run(*base, "--arch", "sparsemax").exit_code != 0  # not a choice
+
+
 def test_embedding_files_with_shared_ids_merge(tmp_path):
     from saerad.sae.run import load_embedding_files
 
