@@ -83,12 +83,13 @@ def nih_point(arch: str, l0: float, studies, emb, folds: dict, n_folds: int, arg
                         sae_architecture=arch, sae_target_l0=l0)
         texts.update({k: v["sae"] for k, v in rows.items()})
         bundle = Bundle.load(work / f"fold{fold}")
-        held = bundle.manifest.sae.metrics["held_out"]
+        sae_run = json.loads((work / f"fold{fold}.work" / "sae" / "metrics.json").read_text())  # the build's SAE stage
+        held = sae_run["held_out"]
         features = bundle.dictionary.features
         per_fold.append({
             "study_ids": sorted(rows),
             "explained_variance": held["explained_variance"], "l0": held["l0"], "dead_fraction": held["dead_fraction"],
-            "train_dead_fraction": bundle.manifest.sae.metrics["train"]["dead_fraction"],
+            "train_dead_fraction": sae_run["train"]["dead_fraction"],
             "usable_features": sum(bool(f.usable and f.description) for f in features) / len(features),
             "usable_rules": sum(r.usable for r in bundle.dictionary.rules),
         })
