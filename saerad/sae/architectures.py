@@ -138,35 +138,26 @@ def _jumprelu_benchmark_state(sae: JumpReLUSAE, l0: float, generator: torch.Gene
     return sae
 
 
-# Autograd steps: the encoder GEMM, the decode, and in the backward the decoder-input gradient and
-# both weight gradients, five d x m GEMMs = 10 d m FLOP per sample (AuxK adds up to 6 d m once
-# latents die; the benchmark state has none dead).
-BATCHTOPK = register(SAEArchitecture(
-    name="batchtopk",
-    model=BatchTopKSAE,
-    train_step=autograd_step,
-    step_flops=lambda d_in, d_sae: 10.0 * d_in * d_sae,
-    benchmark_state=_threshold_benchmark_state,
-    fixed_l0=True,
-    summary="BatchTopK (Bussmann et al. 2024) with AuxK; a learned global threshold at inference; autograd step",
-))
+def _autograd_architecture(name: str, model: type[SparseAutoencoder], benchmark_state, **kwargs) -> SAEArchitecture:
+    """An architecture trained by :func:`~saerad.sae.steps.autograd_step`. Its cost model: the
+    encoder GEMM, the decode, and in the backward the decoder-input gradient and both weight
+    gradients, five d x m GEMMs = 10 d m FLOP per sample (AuxK adds up to 6 d m once latents die;
+    the benchmark state has none dead)."""
+    return register(SAEArchitecture(name=name, model=model, train_step=autograd_step,
+                                    step_flops=lambda d_in, d_sae: 10.0 * d_in * d_sae,
+                                    benchmark_state=benchmark_state, **kwargs))
 
-JUMPRELU = register(SAEArchitecture(
-    name="jumprelu",
-    model=JumpReLUSAE,
-    train_step=autograd_step,
-    step_flops=lambda d_in, d_sae: 10.0 * d_in * d_sae,
-    benchmark_state=_jumprelu_benchmark_state,
+
+BATCHTOPK = _autograd_architecture(
+    "batchtopk", BatchTopKSAE, _threshold_benchmark_state, fixed_l0=True,
+    summary="BatchTopK (Bussmann et al. 2024) with AuxK; a learned global threshold at inference; autograd step",
+)
+JUMPRELU = _autograd_architecture(
+    "jumprelu", JumpReLUSAE, _jumprelu_benchmark_state,
     default_coef=0.1,  # on nih-cxr14 tokens 1.0 overshot: L0 fell to 9 of 16 and latents died on the way
     summary="JumpReLU (Rajamanoharan et al. 2024), L0 penalty through straight-through estimators; autograd step",
-))
-
-MATRYOSHKA = register(SAEArchitecture(
-    name="matryoshka",
-    model=MatryoshkaSAE,
-    train_step=autograd_step,
-    step_flops=lambda d_in, d_sae: 10.0 * d_in * d_sae,
-    benchmark_state=_threshold_benchmark_state,
-    fixed_l0=True,
+)
+MATRYOSHKA = _autograd_architecture(
+    "matryoshka", MatryoshkaSAE, _threshold_benchmark_state, fixed_l0=True,
     summary="Matryoshka BatchTopK (Bussmann et al. 2025): nested prefixes m/16..m share one dictionary; autograd step",
-))
+)
