@@ -56,6 +56,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, default=REPO / "runs" / "bench" / "report-cv", help="fold bundles (resumable)")
+    p.add_argument("--arch", default=None, help="SAE architecture of the fold builds (default: the product's)")
+    p.add_argument("--target-l0", type=float, default=None, help="SAE target L0 of the fold builds (default: the product's)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the CV part")
     p.add_argument("--latency-threads", default="2,1", help="comma-separated torch thread counts to time")
     p.add_argument("--latency-images", type=int, default=40)
@@ -176,7 +178,9 @@ def main() -> None:
     probe: dict[str, np.ndarray] = {}
     for fold in range(args.folds):
         t0 = time.perf_counter()
-        rows.update(run_fold(fold, folds, studies, emb, root=args.root, embeddings=args.embeddings, work=args.work))
+        sae_options = {"sae_architecture": args.arch, "sae_target_l0": args.target_l0}
+        rows.update(run_fold(fold, folds, studies, emb, root=args.root, embeddings=args.embeddings, work=args.work,
+                             **{k: v for k, v in sae_options.items() if v is not None}))
         probe.update(probe_fold(fold, folds, studies, emb))
         print(f"fold {fold}: {time.perf_counter() - t0:.0f} s", flush=True)
 

@@ -22,7 +22,7 @@ from saerad.fileio import atomic_write_text
 QUANTILE_KEYS: tuple[str, ...] = ("0.5", "0.9", "0.95", "0.99")
 # Bumped whenever what a dictionary holds, or how it is computed, changes: a build's dictionary
 # stage re-runs on a new version instead of keeping a stale file.
-DICTIONARY_VERSION = 3
+DICTIONARY_VERSION = 4
 _TOKEN = re.compile(r"[a-z0-9]+")
 
 

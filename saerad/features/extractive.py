@@ -194,12 +194,13 @@ class ExtractiveDescriber(Describer):
         text = CANONICAL[match.condition]
         if self.cfg.label_refine and support and match.condition in CANONICAL and match.condition != "No Finding":
             min_lr = math.log(self.cfg.min_ratio)
+            canonical = text.lower()
             best = None
             for key, a in support.items():
                 c = max(df.get(key, 0), a)
                 lr = math.log((a / k) / ((c + 1) / (n + 2)))
-                if lr < min_lr or self._conditions_of(key) != {match.condition}:
-                    continue
+                if lr < min_lr or key in canonical or self._conditions_of(key) != {match.condition}:
+                    continue  # a piece of the canonical sentence says less than the sentence
                 weight = 1.0 if " " in key else self.cfg.single_word_weight
                 cand = (-(weight * a / k * lr), key)
                 if best is None or cand < best:

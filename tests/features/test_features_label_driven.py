@@ -90,3 +90,21 @@ def test_iu_random_activations_describe_nothing_usable(iu_studies, tiny_sae):
     d = build_dictionary(tiny_sae, train, studies, held_out=held, progress=False)
     assert d.meta["label_driven"] == {}
     assert not any(f.usable for f in d.features)
+
+
+def test_a_piece_of_the_canonical_sentence_does_not_replace_it():
+    """On label-derived text every phrase is a piece of a phrasebook sentence: the sentence stays.
+    A phrase of real reports that states the same condition in other words still refines it."""
+    from collections import Counter
+
+    from saerad.features.extractive import ExtractiveDescriber
+    from saerad.features.label_driven import CANONICAL, ConditionMatch
+
+    match = ConditionMatch("Edema", auroc=0.8, pvalue=1e-6, n_positive=40, n=400, odds_ratio=4.0)
+    describer = ExtractiveDescriber()
+    fragments = Counter({"pulmonary edema": 12, "there is pulmonary edema": 12})
+    df = Counter({"pulmonary edema": 40, "there is pulmonary edema": 40, "interstitial edema": 10})
+    kept = describer._by_condition(0, match, fragments, 16, df, 400)
+    assert kept.text == CANONICAL["Edema"] and "refined" not in kept.info
+    refined = describer._by_condition(0, match, fragments + Counter({"interstitial edema": 9}), 16, df, 400)
+    assert refined.text == "interstitial edema" and refined.info["refined"]
