@@ -96,7 +96,7 @@ def attribution_map(
 ) -> AttributionMap:
     """Map of how much each region of ``image01`` drives ``features`` (see the module docstring).
 
-    ``body`` (a boolean mask over the image, :mod:`saerad.heatmaps.body`) weights each patch by the
+    ``body`` (a boolean mask with the image's aspect, any size: :mod:`saerad.heatmaps.body`) weights each patch by the
     share of it inside the body (0 below half) BEFORE smoothing, so a patch of burned-in text or film
     border can neither win nor bleed into its neighbours.
     """
@@ -127,7 +127,7 @@ def attribution_map(
         per_pixel, value = _path_gradients(drive, x, black, alphas)
         per_patch = per_pixel.reshape(grid[0], patch, grid[1], patch).sum(axis=(1, 3))
     if body is not None:
-        share = _patch_share(encoder, body, image.shape, patch, grid)
+        share = _patch_share(encoder, body, patch, grid)
         per_patch = np.clip(per_patch, 0.0, None) * np.where(share >= 0.5, share, 0.0)
     heat = _to_original(per_patch, geometry, image.shape)
     return AttributionMap(heat=heat, method=method, drive=value, patch_grid=grid)
@@ -181,13 +181,11 @@ def _occlusion(drive, x: torch.Tensor, grid: tuple[int, int], batch: int = 16) -
     return (drops / np.maximum(counts, 1)).astype(np.float32), value
 
 
-def _patch_share(encoder, body: np.ndarray, shape: tuple[int, int], patch: int, grid: tuple[int, int]) -> np.ndarray:
+def _patch_share(encoder, body: np.ndarray, patch: int, grid: tuple[int, int]) -> np.ndarray:
     """Share of each patch inside ``body``: the mask goes through the encoder's own geometry
-    (letterbox, resize, crop), so padding counts as outside."""
-    from saerad.imaging import resize_image
-
-    mask = resize_image(np.asarray(body, dtype=np.float32), tuple(shape[:2]))
-    at_input = encoder.preprocessor.to_uint8(mask).astype(np.float32) / 255.0
+    (letterbox, resize, crop), so padding counts as outside. That geometry depends only on the
+    image's aspect, so a mask at the map's size serves, and a 64-Mpx film costs no full-size copy."""
+    at_input = encoder.preprocessor.to_uint8(np.asarray(body, dtype=np.float32)).astype(np.float32) / 255.0
     return at_input.reshape(grid[0], patch, grid[1], patch).mean(axis=(1, 3))
 
 
@@ -201,7 +199,11 @@ def _to_original(per_patch: np.ndarray, geometry, image_shape: tuple[int, int]) 
     smooth = gaussian_filter(positive, sigma=1.0, mode="constant")
     in_h, in_w = geometry.input_shape
     at_input = np.asarray(Image.fromarray(smooth, mode="F").resize((in_w, in_h), Image.Resampling.BILINEAR))
+    return geometry.to_original(at_input, map_shape(image_shape))
+
+
+def map_shape(image_shape: tuple[int, ...]) -> tuple[int, int]:
+    """The shape of a map of an image: its aspect, longer side :data:`MAP_SIDE`."""
     h, w = image_shape[:2]
     factor = MAP_SIDE / max(h, w)
-    out_shape = (max(1, round(h * factor)), max(1, round(w * factor)))
-    return geometry.to_original(at_input, out_shape)
+    return max(1, round(h * factor)), max(1, round(w * factor))

@@ -81,10 +81,10 @@ def sentence_maps(
         return [SentenceMap(heat=m.heat, boxes=m.boxes, scale=m.scale) for m in found], detail
     from saerad.heatmaps.body import body_mask
     from saerad.heatmaps.regions import find_regions
-    from saerad.localize.attribution import DEFAULT_ATTRIBUTION, attribution_map
+    from saerad.localize.attribution import DEFAULT_ATTRIBUTION, attribution_map, map_shape
 
     variant = attribution or DEFAULT_ATTRIBUTION
-    body = body_mask(xray.pixels)
+    body = body_mask(xray.pixels, map_shape(xray.pixels.shape))  # a full-size mask of a 64-Mpx film is 64 MB
     maps = []
     for features in feature_sets:
         found = attribution_map(encoder, bundle.sae, xray.pixels, features, method=variant, body=body)

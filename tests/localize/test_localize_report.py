@@ -80,6 +80,24 @@ def test_attribution_needs_no_diffusion_model_but_counterfactual_does(bundles, x
         localize_report(report, xray, token, bundle=bundle, encoder=encoder, method="gradcam")
 
 
+def test_attribution_works_at_the_map_size_not_the_film_size(bundles, tmp_path, monkeypatch):
+    """A 64-Mpx film must not get full-size masks per sentence (the service's memory bound): the body
+    mask is made at the map's size, whatever the film's."""
+    import saerad.heatmaps.body as body_module
+    from saerad.imaging import load_xray
+    from saerad.localize.attribution import MAP_SIDE
+    from saerad.localize.report import localize_report
+
+    big = load_xray(random_xray_png(tmp_path / "big.png", size=(1600, 1200)))
+    bundle, encoder, token, report = _report(bundles["with"], big)
+    shapes = []
+    real = body_module.body_mask
+    monkeypatch.setattr(body_module, "body_mask", lambda image, shape=None: shapes.append(shape) or real(image, shape))
+    out = localize_report(report, big, token, bundle=bundle, encoder=encoder, method="attribution")
+    assert out.localization.sentences and shapes
+    assert all(shape is not None and max(shape) <= MAP_SIDE for shape in shapes)
+
+
 def test_the_token_is_reused_not_encoded_again(bundles, xray, monkeypatch):
     from saerad.localize.report import localize_report
 
