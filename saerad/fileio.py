@@ -1,4 +1,5 @@
-"""Atomic file writes, output-path checks and an inter-process lock, shared by every stage.
+"""Atomic file writes, output-path checks, an inter-process lock, and the reader of saved model
+folders, shared by every stage.
 
 Readers (a resumed job, a second replica, a user's ``ls``) must never see half a file, and a crash
 must not leave a truncated bundle or cache entry behind: everything is written to a temporary name
@@ -21,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from saerad.errors import ConfigError
+from saerad.errors import BundleError, ConfigError
 
 
 def _umask() -> int:
@@ -141,3 +142,28 @@ def check_output_dir(path: str | os.PathLike, names: list[str] | None = None, *,
             if (target.exists() or target.is_symlink()) and not (overwrite and target.is_file()):
                 raise ConfigError(f"{target} exists: choose another output folder or pass --overwrite")
     return path
+
+
+def read_model_dir(
+    directory: str | os.PathLike, config_file: str, weights_file: str, what: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The JSON config and the tensors of a saved model folder (an SAE, a diffusion model).
+
+    Weights are safetensors, so nothing is unpickled; a missing, unreadable or malformed file is one
+    :class:`BundleError` naming ``what`` was expected.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    cfg_path, w_path = directory / config_file, directory / weights_file
+    if not cfg_path.is_file() or not w_path.is_file():
+        raise BundleError(f"{directory} has no {config_file} + {weights_file}: not a saved {what}")
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+        tensors = load_file(str(w_path))
+    except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError, OSError) as exc:
+        raise BundleError(f"cannot read {what} in {directory}: {exc}") from exc
+    if not isinstance(config, dict):
+        raise BundleError(f"{cfg_path} is not a JSON object")
+    return config, tensors

@@ -237,20 +237,11 @@ def save_diffusion(
 
 def load_diffusion(directory: str | os.PathLike, device: str | torch.device = "cpu") -> TokenConditionedUNet:
     """Rebuild the model from ``config.json`` and load its weights (as fp32 on CPU, fp32 elsewhere)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from saerad.fileio import read_model_dir
 
-    directory = Path(directory)
-    cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    if not cfg_path.is_file() or not w_path.is_file():
-        raise BundleError(f"{directory} has no {CONFIG_FILE} + {WEIGHTS_FILE}: not a saved diffusion model")
-    try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-        tensors = load_file(str(w_path))
-    except (json.JSONDecodeError, SafetensorError, OSError) as exc:
-        raise BundleError(f"cannot read diffusion model in {directory}: {exc}") from exc
+    config, tensors = read_model_dir(directory, CONFIG_FILE, WEIGHTS_FILE, "diffusion model")
     if config.get("_class_name", TokenConditionedUNet.__name__) != TokenConditionedUNet.__name__:
-        raise BundleError(f"{cfg_path} describes a {config.get('_class_name')}, not a TokenConditionedUNet")
+        raise BundleError(f"{Path(directory) / CONFIG_FILE} describes a {config.get('_class_name')}, not a TokenConditionedUNet")
     try:
         model = TokenConditionedUNet.from_config(config)
         missing, unexpected = model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from saerad.errors import BundleError
-from saerad.fileio import atomic_path, atomic_write_text
+from saerad.fileio import atomic_path, atomic_write_text, read_model_dir
 
 WEIGHTS_FILE = "sae.safetensors"
 CONFIG_FILE = "sae_config.json"
@@ -227,21 +227,7 @@ class SparseAutoencoder(nn.Module):
 
 def read_saved(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The config dict and tensors of a saved SAE (safetensors: nothing is unpickled)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    directory = Path(directory)
-    cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    if not cfg_path.is_file() or not w_path.is_file():
-        raise BundleError(f"{directory} has no {CONFIG_FILE} + {WEIGHTS_FILE}: not a saved SAE")
-    try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-        tensors = load_file(str(w_path))
-    except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError, OSError) as exc:
-        raise BundleError(f"cannot read SAE in {directory}: {exc}") from exc
-    if not isinstance(config, dict):
-        raise BundleError(f"{cfg_path} is not a JSON object")
-    return config, tensors
+    return read_model_dir(directory, CONFIG_FILE, WEIGHTS_FILE, "SAE")
 
 
 class UnitNormDecoder:
