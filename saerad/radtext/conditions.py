@@ -26,6 +26,9 @@ CONDITIONS: tuple[str, ...] = (
 # The subset most papers report as "F1-5" (CheXpert competition conditions).
 CONDITIONS_5: tuple[str, ...] = ("Cardiomegaly", "Edema", "Consolidation", "Atelectasis", "Pleural Effusion")
 
+# A condition's label in a sentence or report: stated, stated absent, hedged (None: not mentioned).
+POSITIVE, NEGATIVE, UNCERTAIN = 1, 0, -1
+
 NO_FINDING = "No Finding"
 SUPPORT_DEVICES = "Support Devices"
 

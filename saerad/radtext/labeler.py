@@ -37,10 +37,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from saerad.radtext import phrases
-from saerad.radtext.conditions import CONDITIONS, INDEX, NO_FINDING, SUPPORT_DEVICES
+from saerad.radtext.conditions import (
+    CONDITIONS,
+    INDEX,
+    NEGATIVE,
+    NO_FINDING,
+    POSITIVE,
+    SUPPORT_DEVICES,
+    UNCERTAIN,
+)
 from saerad.radtext.text import split_sentences
-
-POSITIVE, NEGATIVE, UNCERTAIN = 1, 0, -1
 
 # What every stage that labels text takes: report text -> {condition: 1 / 0 / -1 / None}.
 # :func:`label_report` is the one saerad uses; tests pass small hand-written ones.

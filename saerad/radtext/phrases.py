@@ -251,3 +251,12 @@ CLAUSE_VERB = r"(?:is|are|was|were|has|have|appears?|remains?|demonstrates?|show
 
 # Mentions joined by these are a differential: both uncertain unless negated ("atelectasis or pneumonia").
 DIFFERENTIAL_GAP = r"^[\s,]*(?:(?:and/|and |)or|versus|vs\.?|/)\s*(?:(?:possibly|less likely|more likely|likely|an?|early|superimposed|developing|underlying) )*$"
+
+# Statements of normality that name no CheXpert condition ("the lungs are clear", "unremarkable"):
+# the report composer lets them lose to an abnormal statement about the same region.
+NORMALITY = (
+    r"\b(normal|clear|unremarkable|no acute|intact|within normal limits|no (focal|significant|"
+    r"definite) (abnormalit\w*|disease|process))\b"
+)
+# ... and those about the whole study, which lose to any abnormal statement.
+GLOBAL_NORMALITY = r"\b(no acute (cardiopulmonary|intrathoracic|chest)|normal (chest|study|radiograph))"

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from saerad.radtext.conditions import NEGATIVE, NO_FINDING, POSITIVE, SUPPORT_DEVICES, UNCERTAIN
+from saerad.radtext.phrases import GLOBAL_NORMALITY, NORMALITY
 from saerad.report.anatomy import Region, region_of
 from saerad.report.schema import FeatureRef, RuleEvidence, Sentence, Status
 
@@ -30,16 +32,10 @@ if TYPE_CHECKING:
     from saerad.radtext import Labeler
     from saerad.report.select import RuleFinding
 
-POSITIVE, NEGATIVE, UNCERTAIN = 1, 0, -1
 _STRENGTH = {POSITIVE: 3, UNCERTAIN: 2, NEGATIVE: 1}
-_IGNORED_CONDITIONS = frozenset({"No Finding"})
-# Statements of normality that carry no CheXpert condition but still contradict an abnormal finding
-# in the same region ("lungs are clear" vs "patchy opacity").
-_NORMAL = re.compile(
-    r"\b(normal|clear|unremarkable|no acute|intact|within normal limits|no (focal|significant|"
-    r"definite) (abnormalit\w*|disease|process))\b"
-)
-_GLOBAL_NORMAL = re.compile(r"\b(no acute (cardiopulmonary|intrathoracic|chest)|normal (chest|study|radiograph))")
+_IGNORED_CONDITIONS = frozenset({NO_FINDING})
+_NORMAL = re.compile(NORMALITY)
+_GLOBAL_NORMAL = re.compile(GLOBAL_NORMALITY)
 _WORD = re.compile(r"[a-z0-9]+")
 _STOPWORDS = frozenset("a an the of in on at is are was were with and or to there be seen noted again".split())
 _SIDES = frozenset({"left", "right", "bilateral", "bibasilar", "unilateral"})
@@ -68,7 +64,7 @@ class Statement:
 
     @property
     def abnormal(self) -> bool:
-        return any(v in (POSITIVE, UNCERTAIN) and c != "Support Devices" for c, v in self.labels.items())
+        return any(v in (POSITIVE, UNCERTAIN) and c != SUPPORT_DEVICES for c, v in self.labels.items())
 
     @property
     def normal(self) -> bool:
