@@ -75,7 +75,7 @@ def run_fold(
     """
     from saerad.build import BuildConfig, build
     from saerad.datasets.split import fold_policy, partition
-    from saerad.eval.baselines import NORMAL_TEMPLATE, retrieval_reports
+    from saerad.eval.baselines import NORMAL_TEMPLATE
     from saerad.pipeline import Reporter
 
     policy = fold_policy(folds, fold)
@@ -86,15 +86,24 @@ def run_fold(
     test = parts.test
     reporter = Reporter.from_bundle(out, device="cpu")
     reports = reporter.report_tokens(emb.select([s.primary_image_id for s in test]).tokens)
-    pool = parts.fitting()
-    retrieved, _ = retrieval_reports(
+    retrieved = retrieval_fold(parts, emb)
+    return {
+        s.study_id: {"sae": r.findings_text(), "status": r.status, "normal-template": NORMAL_TEMPLATE,
+                     "retrieval": retrieved[s.study_id]}
+        for s, r in zip(test, reports, strict=True)
+    }
+
+
+def retrieval_fold(parts, emb) -> dict[str, str]:
+    """The retrieval baseline on one fold: each test image gets the report of its nearest fitting image."""
+    from saerad.eval.baselines import retrieval_reports
+
+    test, pool = parts.test, parts.fitting()
+    texts, _ = retrieval_reports(
         [s.primary_image_id for s in test], [s.patient_id for s in test],
         [s.primary_image_id for s in pool], [s.patient_id for s in pool], [s.findings for s in pool], emb,
     )
-    return {
-        s.study_id: {"sae": r.findings_text(), "status": r.status, "normal-template": NORMAL_TEMPLATE, "retrieval": t}
-        for s, r, t in zip(test, reports, retrieved, strict=True)
-    }
+    return {s.study_id: text for s, text in zip(test, texts, strict=True)}
 
 
 def probe_fold(fold: int, folds: dict, studies, emb) -> dict[str, np.ndarray]:

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from bench_report_quality import REPO, macro_f1, probe_fold, run_fold
+from bench_report_quality import REPO, macro_f1, probe_fold, retrieval_fold, run_fold
 
 DATA = Path(os.environ.get("SAERAD_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -114,20 +114,13 @@ def nih_point(arch: str, l0: float, studies, emb, folds: dict, n_folds: int, arg
 def baselines(studies, emb, folds: dict, n_folds: int, args) -> dict[str, float]:
     """Retrieval and the supervised probe on the same folds (they do not depend on the SAE)."""
     from saerad.datasets.split import fold_policy, partition
-    from saerad.eval.baselines import retrieval_reports
     from saerad.radtext.labeler import label_reports
 
     ids = [s.study_id for s in studies]
     by_id = {s.study_id: s for s in studies}
     retrieved, probe = {}, {}
     for fold in range(n_folds):
-        parts = partition(studies, fold_policy(folds, fold))
-        test, pool = parts.test, parts.fitting()
-        texts, _ = retrieval_reports(
-            [s.primary_image_id for s in test], [s.patient_id for s in test],
-            [s.primary_image_id for s in pool], [s.patient_id for s in pool], [s.findings for s in pool], emb,
-        )
-        retrieved.update({s.study_id: t for s, t in zip(test, texts, strict=True)})
+        retrieved.update(retrieval_fold(partition(studies, fold_policy(folds, fold)), emb))
         probe.update(probe_fold(fold, folds, studies, emb))
     ref = label_reports([by_id[i].findings for i in ids])
     return {

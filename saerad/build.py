@@ -27,8 +27,7 @@ from saerad.datasets.terms import data_terms
 from saerad.errors import ConfigError
 from saerad.features.dictionary import DICTIONARY_VERSION
 from saerad.ood import METHOD as OOD_METHOD
-from saerad.sae.architectures import get_architecture
-from saerad.sae.run import DEFAULT_ARCHITECTURE
+from saerad.sae.run import DEFAULT_ARCHITECTURE, resolve_architecture
 from saerad.stages import Stage, fingerprint, path_fingerprint, run_stage, studies_fingerprint
 
 log = logging.getLogger(__name__)
@@ -77,9 +76,7 @@ class BuildConfig:
             raise ConfigError(f"unknown describer {self.describer!r}; choose extractive or llm")
         if self.expansion is not None and self.expansion <= 0:
             raise ConfigError("--expansion must be positive")
-        arch = get_architecture(sae_architecture(self))  # an unknown name fails now, not after the embedding
-        if self.sae_lambda is not None and arch.fixed_l0:
-            raise ConfigError(f"a {arch.name} SAE has no sparsity coefficient: give --target-l0, not --lambda")
+        resolve_architecture(self.sae_architecture, self.sae_lambda)  # bad SAE settings fail now, not after the embedding
 
 
 def parse_describer_options(items: Sequence[str]) -> dict[str, Any]:

@@ -54,6 +54,8 @@ FEATURE_IDS_HELP = (
     "SAE feature id, 0 to the bundle's width - 1 (repeatable). Ids are listed in a report's JSON "
     "'features' (saerad report -f json), by `saerad features`, and in a `saerad atlas` site."
 )
+
+
 class ArchChoice(str, Enum):
     """``--arch`` of ``train-sae`` and ``build``: the names of saerad.sae.architectures (a test keeps
     them equal; the registry is not imported here, it would load torch for ``saerad --help``)."""

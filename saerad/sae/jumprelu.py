@@ -133,8 +133,8 @@ class JumpReLUSAE(UnitNormDecoder, SparseAutoencoder):
         pre = self.pre_activation(x) + self.b_enc
         theta = self.log_threshold.exp()
         f = _JumpReLU.apply(pre, theta, self.cfg.bandwidth)
-        recon = (self.decode(f) - x).pow(2).sum(-1).mean()
+        x_hat = self.decode(f)
+        recon = (x_hat - x).pow(2).sum(-1).mean()
         l0 = _Step.apply(pre, theta, self.cfg.bandwidth).sum(-1).mean()
-        residual = (x - self.decode(f)).detach()
-        aux = auxk_loss(torch.relu(pre), residual, dead, self.W_dec, self.cfg.aux_k or self.cfg.d_in // 2)
+        aux = auxk_loss(torch.relu(pre), (x - x_hat).detach(), dead, self.W_dec, self.cfg.aux_k or self.cfg.d_in // 2)
         return {"total": recon + coef * l0 + self.cfg.aux_coef * aux, "recon": recon, "l0": l0, "auxk": aux}, f

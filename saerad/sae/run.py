@@ -31,7 +31,7 @@ import torch
 
 from saerad.errors import ConfigError
 from saerad.fileio import atomic_write_text
-from saerad.sae.architectures import get_architecture
+from saerad.sae.architectures import SAEArchitecture, get_architecture
 from saerad.sae.base import SparseAutoencoder
 from saerad.sae.data import ResidentBatches
 from saerad.sae.metrics import evaluate_sae
@@ -64,6 +64,15 @@ def auto_expansion(n_images: int, dim: int) -> float:
     return expansion
 
 
+def resolve_architecture(name: str | None, lam: float | None = None) -> SAEArchitecture:
+    """The architecture to train (``None``: :data:`DEFAULT_ARCHITECTURE`); refuses a fixed sparsity
+    coefficient for one whose L0 is its k (BatchTopK, Matryoshka)."""
+    arch = get_architecture(name or DEFAULT_ARCHITECTURE)
+    if arch.fixed_l0 and lam is not None:
+        raise ConfigError(f"a {arch.name} SAE has no sparsity coefficient: give a target L0 (its k), not a lambda")
+    return arch
+
+
 def default_train_config(
     n_train: int,
     *,
@@ -87,9 +96,7 @@ def default_train_config(
     small = n_train < SMALL_SET
     batch = batch_size or min(512 if small else 4096, n_train)
     steps = steps or (6000 if small else max(3000, 20 * n_train // batch))
-    arch = get_architecture(architecture or DEFAULT_ARCHITECTURE)
-    if arch.fixed_l0 and lam is not None:
-        raise ConfigError(f"a {arch.name} SAE has no sparsity coefficient: give a target L0 (its k), not a lambda")
+    arch = resolve_architecture(architecture, lam)
     kwargs: dict[str, Any] = {"architecture": arch.name, "steps": steps, "batch_size": batch, "seed": seed,
                               "lam": arch.default_coef if lam is None else lam}
     if target_l0 is not None or lam is None:
